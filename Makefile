@@ -1,0 +1,44 @@
+# Entry points of the suite. `make bench` and `make test` are all a newcomer needs.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# PyTorch is installed first and pinned: these are the releases this suite is tested with.
+# Override on another platform, e.g. `make install TORCH="torch torchvision"`.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BENCH_CONFIGS ?= configs/cifar.yaml
+BENCH_PROFILE ?= quick
+
+.PHONY: install bench tables test lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet $(TORCH)
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Train every model of the default configs on the embedded digits data, then rewrite results/.
+bench: $(STAMP)
+	@for config in $(BENCH_CONFIGS); do \
+		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
+	done
+	$(PYTHON) -m benchmarks tables
+
+tables: $(STAMP)
+	$(PYTHON) -m benchmarks tables
+
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check flows benchmarks tests
+	$(PYTHON) -m ruff format --check flows benchmarks tests
+
+format: $(STAMP)
+	$(PYTHON) -m ruff format flows benchmarks tests
+	$(PYTHON) -m ruff check --fix flows benchmarks tests
+
+clean:
+	rm -rf runs mlruns mlflow.db .pytest_cache .ruff_cache
