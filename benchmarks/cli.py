@@ -1,0 +1,147 @@
+"""Command line: ``python -m benchmarks {run,tables,list}``.
+
+Examples:
+    python -m benchmarks run configs/cifar.yaml --profile quick
+    python -m benchmarks run configs/cifar.yaml --profile paper --dataset cifar10 \\
+        --data-dir ~/data --device cuda --models resnet110
+    python -m benchmarks run configs/cifar.yaml --profile paper --dataset cifar10 \\
+        --data-dir ~/data --resume          # continue a killed run
+    python -m benchmarks tables             # rewrite results/*.md and results/*.csv
+    python -m benchmarks list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.config import PROFILES, load_config
+from benchmarks.data import DATASETS
+from benchmarks.errors import BenchmarkError
+from flows.registry import UnknownModelError, get_info, list_models
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark suite for invertible and reversible networks and flows.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train and evaluate the models of a config")
+    run.add_argument("config", help="YAML experiment, e.g. configs/cifar.yaml")
+    run.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="paper = documented settings (GPU, real data); quick = minutes on a "
+        "CPU; smoke = seconds, pipeline check (default: quick)",
+    )
+    run.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="train only these models of the config (default: all)",
+    )
+    run.add_argument(
+        "--dataset", choices=sorted(DATASETS), help="override the profile's datasets with this one"
+    )
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument(
+        "--data-dir", type=Path, help="folder holding the real datasets (e.g. cifar-10-batches-py/)"
+    )
+    run.add_argument(
+        "--download",
+        action="store_true",
+        help="download a missing dataset into --data-dir (needs network)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed for init, order and augmentation")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run's last checkpoint (and its MLflow run)",
+    )
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="where checkpoints are written (default: runs/)",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    tables = commands.add_parser("tables", help="compile results/ tables from MLflow")
+    tables.add_argument("--configs-dir", type=Path, default=Path("configs"))
+    tables.add_argument("--out", type=Path, default=Path("results"))
+    tables.add_argument("--tracking-uri")
+
+    listing = commands.add_parser("list", help="list registered models and configs")
+    listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
+    listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from benchmarks.runner import RunRequest, run_config
+
+    run_config(
+        RunRequest(
+            config_path=args.config,
+            profile=args.profile,
+            models=args.models,
+            dataset=args.dataset,
+            device=args.device,
+            data_dir=args.data_dir,
+            download=args.download,
+            seed=args.seed,
+            resume=args.resume,
+            runs_dir=args.runs_dir,
+            tracking_uri=args.tracking_uri,
+            progress=not args.no_progress,
+        )
+    )
+
+
+def _tables(args: argparse.Namespace) -> None:
+    from benchmarks.tables import compile_tables
+
+    for path in compile_tables(args.configs_dir, args.out, args.tracking_uri):
+        print(f"wrote {path}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    names = list_models(args.pattern)
+    if not names:
+        raise UnknownModelError(f"no registered model matches {args.pattern!r}")
+    width = max(len(name) for name in names)
+    print(f"{'model':<{width}}  task            table   row       published params")
+    for name in names:
+        info = get_info(name)
+        params = f"{info.published_params / 1e6:.2f}M" if info.published_params else "—"
+        print(f"{name:<{width}}  {info.task:<15} {info.table:<7} {info.row:<9} {params}")
+    print("\nconfigs:")
+    for path in sorted(args.configs_dir.glob("*.yaml")):
+        config = load_config(path)
+        print(f"  {path}: {config.title} — models {', '.join(config.models)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user error, with a one-line message)."""
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "tables": _tables, "list": _list}[args.command]
+    try:
+        handler(args)
+    except (BenchmarkError, UnknownModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0

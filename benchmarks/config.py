@@ -1,0 +1,309 @@
+"""Experiment configs: YAML files in ``configs/``, validated into typed dataclasses.
+
+A config is one table of the suite: the registry models of its rows, the datasets of the
+published table, the documented training settings (the ``paper`` profile) with their source,
+and the overrides of the cheaper profiles. Every key is checked: an unknown key, a wrong type
+or a missing field is a :class:`~benchmarks.errors.ConfigError` naming the file, the key and
+what was expected.
+
+Example:
+    >>> from benchmarks.config import load_config
+    >>> config = load_config("configs/cifar.yaml")
+    >>> config.resolve("quick").training.steps > 0
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.errors import ConfigError
+
+__all__ = [
+    "PROFILES",
+    "Config",
+    "ProfileOverrides",
+    "ResolvedConfig",
+    "TrainSettings",
+    "load_config",
+]
+
+PROFILES = ("paper", "quick", "smoke")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training hyperparameters of one profile (the ``paper`` profile is the documented one)."""
+
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    steps: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_decay: float = 0.1
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    augment: bool = True
+    train_examples: int | None = None
+    test_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class ProfileOverrides:
+    """What a profile changes: its datasets, a note saying how it departs, training keys."""
+
+    datasets: list[str] | None = None
+    note: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment file: a table, its models and its training settings."""
+
+    name: str
+    title: str
+    task: str
+    source: str
+    datasets: list[str]
+    models: list[str]
+    training: TrainSettings
+    profiles: dict[str, ProfileOverrides] = field(default_factory=dict)
+    path: str = ""
+
+    def resolve(self, profile: str) -> ResolvedConfig:
+        """Apply a profile's overrides to the documented settings."""
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        overrides = self.profiles.get(profile, ProfileOverrides())
+        training = replace(self.training, **overrides.training)
+        _check_training(training, f"{self.path}: profiles.{profile}")
+        return ResolvedConfig(
+            config=self,
+            profile=profile,
+            datasets=list(overrides.datasets or self.datasets),
+            training=training,
+            note=overrides.note,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config with one profile applied: what the runner actually trains."""
+
+    config: Config
+    profile: str
+    datasets: list[str]
+    training: TrainSettings
+    note: str = ""
+
+    def as_params(self) -> dict[str, object]:
+        """Flat ``key -> value`` view for MLflow params."""
+        params: dict[str, object] = {
+            "config": self.config.name,
+            "config_path": self.config.path,
+            "profile": self.profile,
+            "source": self.config.source,
+            "profile_note": self.note or "documented settings",
+        }
+        for key, value in dataclasses.asdict(self.training).items():
+            params[f"training.{key}"] = value
+        return params
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; raise :class:`ConfigError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        available = sorted(p.name for p in Path("configs").glob("*.yaml"))
+        raise ConfigError(f"config file {str(path)!r} not found. Configs in configs/: {available}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    where = str(path)
+    raw_profiles = raw.pop("profiles", {}) or {}
+    config = _build(Config, {**raw, "profiles": {}, "path": where}, where)
+    profiles = {}
+    if not isinstance(raw_profiles, dict):
+        raise ConfigError(f"{where}: key 'profiles': expected a mapping of profile names")
+    for name, body in raw_profiles.items():
+        if name not in PROFILES:
+            raise ConfigError(
+                f"{where}: key 'profiles.{name}': unknown profile; expected one of "
+                f"{', '.join(PROFILES)}"
+            )
+        profiles[name] = _build_profile(body or {}, f"{where}: profiles.{name}")
+    config = replace(config, profiles=profiles)
+    _check_training(config.training, f"{where}: training")
+    _check_names(config, where)
+    for name in PROFILES:
+        config.resolve(name)  # every profile must yield valid settings
+    return config
+
+
+def _build_profile(body: object, where: str) -> ProfileOverrides:
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(body).__name__}")
+    body = dict(body)
+    datasets = body.pop("datasets", None)
+    note = body.pop("note", "")
+    hints = typing.get_type_hints(TrainSettings)
+    training = {}
+    for key, value in body.items():
+        if key not in hints:
+            _unknown_key(key, [*hints, "datasets", "note"], where)
+        training[key] = _check_value(value, hints[key], f"{where}.{key}")
+    return ProfileOverrides(
+        datasets=_check_value(datasets, list[str] | None, f"{where}.datasets"),
+        note=_check_value(note, str, f"{where}.note"),
+        training=training,
+    )
+
+
+def _build(cls: type, data: object, where: str, prefix: str = "") -> Any:
+    """Construct dataclass ``cls`` from ``data``, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.')}': expected a mapping")
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in hints:
+            _unknown_key(prefix + str(key), [prefix + k for k in hints if k != "path"], where)
+    values = {}
+    for f in fields(cls):
+        key = prefix + f.name
+        if f.name not in data:
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            if not has_default:
+                raise ConfigError(
+                    f"{where}: missing required key '{key}' ({_type_name(hints[f.name])})"
+                )
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            values[f.name] = _build(hints[f.name], value, where, prefix=key + ".")
+        else:
+            values[f.name] = _check_value(value, hints[f.name], f"{where}: key '{key}'")
+    return cls(**values)
+
+
+def _unknown_key(key: str, allowed: list[str], where: str) -> typing.NoReturn:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"{where}: unknown key '{key}'{hint}; allowed keys: {', '.join(allowed)}")
+
+
+def _type_name(tp: object) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _check_value(value: object, tp: object, where: str) -> Any:
+    """Return ``value`` if it has type ``tp`` (ints are accepted as floats), else raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where)
+            except ConfigError as error:
+                errors.append(error)
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {_describe(value)}")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{where}: expected a list of {_type_name(item_type)}, got {_describe(value)}"
+            )
+        return [_check_value(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"config schema uses unsupported type {tp!r}")  # a bug in this module
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_training(training: TrainSettings, where: str) -> None:
+    if training.optimizer != "sgd":
+        raise ConfigError(f"{where}: optimizer {training.optimizer!r} is not supported; use 'sgd'")
+    positive = (
+        "learning_rate",
+        "batch_size",
+        "steps",
+        "eval_every",
+        "checkpoint_every",
+        "log_every",
+    )
+    for key in positive:
+        if getattr(training, key) <= 0:
+            raise ConfigError(f"{where}: '{key}' must be positive, got {getattr(training, key)}")
+    for key in ("train_examples", "test_examples"):
+        value = getattr(training, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    milestones = training.lr_milestones
+    if milestones != sorted(milestones) or any(not 0 < m < training.steps for m in milestones):
+        raise ConfigError(
+            f"{where}: 'lr_milestones' must be increasing steps between 0 and steps="
+            f"{training.steps}, got {milestones}"
+        )
+
+
+def _check_names(config: Config, where: str) -> None:
+    from benchmarks.data import DATASETS
+    from flows.registry import UnknownModelError, get_info
+
+    for name in config.models:
+        try:
+            get_info(name)
+        except UnknownModelError as error:
+            raise ConfigError(f"{where}: key 'models': {error}") from None
+    datasets = list(config.datasets)
+    for profile in config.profiles.values():
+        datasets += profile.datasets or []
+    for name in datasets:
+        if name not in DATASETS:
+            raise ConfigError(
+                f"{where}: unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
+            )

@@ -1,0 +1,252 @@
+"""Datasets as in-memory tensors, with the official CIFAR recipe and deterministic batching.
+
+* ``digits``: the embedded default. scikit-learn's bundled 8x8 handwritten digits (1,797 real
+  images, 1 channel, grey levels 0..16, scaled to [0, 1] by /16; no network). Fixed stratified
+  split: 20% test with ``random_state=0``, i.e. 1,437 train / 360 test images.
+* ``cifar10``, ``cifar100``: torchvision's archives under ``--data-dir`` (downloaded only with
+  ``--download``); the official 50k/10k split.
+
+Pre-processing follows the RevNet official code: images scaled to [0, 1], then the per-pixel
+mean image of the training set subtracted. Training augmentation (``augment: true``): zero-pad
+by 2 pixels, random crop back to the original size, random horizontal flip (CIFAR only: digits
+are not mirror-symmetric, so they are cropped but never flipped).
+
+Batches are a pure function of ``(seed, step)``: the shuffling of each epoch and the
+augmentation of each batch come from generators seeded by those numbers, so a resumed run sees
+exactly the batches an uninterrupted one would.
+
+Example:
+    >>> data = load_dataset("digits")
+    >>> data.train_images.shape, data.num_classes
+    (torch.Size([1437, 1, 8, 8]), 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.errors import DatasetNotFoundError
+
+__all__ = [
+    "DATASETS",
+    "Augmentation",
+    "BatchSampler",
+    "DatasetSpec",
+    "ImageData",
+    "load_dataset",
+]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random crop after zero-padding by ``crop_padding`` pixels, optional horizontal flip."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        batch, _, height, width = images.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(images, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (batch,), generator=generator).to(images.device)
+            dx = torch.randint(0, 2 * p + 1, (batch,), generator=generator).to(images.device)
+            rows = (dy[:, None] + torch.arange(height, device=images.device))[:, :, None]
+            cols = (dx[:, None] + torch.arange(width, device=images.device))[:, None, :]
+            index = torch.arange(batch, device=images.device)[:, None, None]
+            images = padded.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2)
+        if self.hflip:
+            flip = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
+            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        return images.contiguous()
+
+
+@dataclass
+class ImageData:
+    """A labelled image dataset held in memory, already normalised.
+
+    Attributes:
+        name: registry name of the dataset (``"digits"``, ``"cifar10"``, ...).
+        train_images, test_images: float tensors ``(N, C, H, W)``, mean image subtracted.
+        train_labels, test_labels: int64 tensors ``(N,)``.
+        num_classes: number of classes.
+        augmentation: the training augmentation of the dataset's recipe.
+        description: one line for records and tables.
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    augmentation: Augmentation
+    description: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """Move every tensor to ``device`` (CIFAR fits in GPU memory several times over)."""
+        return replace(
+            self,
+            train_images=self.train_images.to(device),
+            train_labels=self.train_labels.to(device),
+            test_images=self.test_images.to(device),
+            test_labels=self.test_labels.to(device),
+        )
+
+    def subset(self, train_examples: int | None, test_examples: int | None) -> ImageData:
+        """The first examples of each split (the splits are already shuffled or stratified)."""
+        return replace(
+            self,
+            train_images=self.train_images[:train_examples],
+            train_labels=self.train_labels[:train_examples],
+            test_images=self.test_images[:test_examples],
+            test_labels=self.test_labels[:test_examples],
+        )
+
+
+class BatchSampler:
+    """Deterministic mini-batches: epoch ``e`` is a permutation seeded by ``(seed, e)``.
+
+    The last incomplete batch of an epoch is dropped, as in the official TF input pipeline.
+
+    Example:
+        >>> sampler = BatchSampler(num_examples=10, batch_size=4, seed=0)
+        >>> sampler.indices(0).tolist() == sampler.indices(0).tolist()
+        True
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int) -> None:
+        if batch_size > num_examples:
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the {num_examples} training examples"
+            )
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = num_examples // batch_size
+        self._epoch = -1
+        self._permutation = torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        """Example indices of the batch used at training step ``step`` (0-based)."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
+            self._permutation = torch.randperm(self.num_examples, generator=generator)
+            self._epoch = epoch
+        start = position * self.batch_size
+        return self._permutation[start : start + self.batch_size]
+
+    def augmentation_generator(self, step: int) -> torch.Generator:
+        """Generator for the random augmentation of the batch at ``step``."""
+        return torch.Generator().manual_seed(_mix(self.seed, step, 2))
+
+
+def _mix(seed: int, counter: int, stream: int) -> int:
+    """Combine integers into one 63-bit seed (distinct streams for shuffling and augmenting)."""
+    return (seed * 1_000_003 + counter * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def _normalise(train: np.ndarray, test: np.ndarray, scale: float) -> tuple[torch.Tensor, ...]:
+    """uint8/float ``(N, H, W, C)`` arrays -> float ``(N, C, H, W)`` minus the train mean image."""
+    train_t = torch.from_numpy(np.ascontiguousarray(train)).float().div(scale).permute(0, 3, 1, 2)
+    test_t = torch.from_numpy(np.ascontiguousarray(test)).float().div(scale).permute(0, 3, 1, 2)
+    mean_image = train_t.mean(dim=0, keepdim=True)
+    return (train_t - mean_image).contiguous(), (test_t - mean_image).contiguous()
+
+
+def load_digits_data(data_dir: str | Path | None = None, download: bool = False) -> ImageData:
+    """scikit-learn's bundled 8x8 digits with the suite's fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[..., None]  # (1797, 8, 8, 1), values 0..16
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+    )
+    train, test = _normalise(train_x, test_x, scale=16.0)
+    return ImageData(
+        name="digits",
+        train_images=train,
+        train_labels=torch.as_tensor(train_y, dtype=torch.long),
+        test_images=test,
+        test_labels=torch.as_tensor(test_y, dtype=torch.long),
+        num_classes=10,
+        augmentation=Augmentation(crop_padding=1, hflip=False),
+        description="scikit-learn digits 8x8x1, 1437 train / 360 test (stratified, seed 0)",
+    )
+
+
+def _load_cifar(name: str, data_dir: str | Path | None, download: bool) -> ImageData:
+    import torchvision
+
+    dataset_class, folder, num_classes = {
+        "cifar10": (torchvision.datasets.CIFAR10, "cifar-10-batches-py", 10),
+        "cifar100": (torchvision.datasets.CIFAR100, "cifar-100-python", 100),
+    }[name]
+    if data_dir is None:
+        raise DatasetNotFoundError(
+            f"{name} needs a data directory: pass --data-dir DIR (a folder holding {folder}/), "
+            "and add --download to fetch it there if it is not present"
+        )
+    try:
+        train = dataset_class(str(data_dir), train=True, download=download)
+        test = dataset_class(str(data_dir), train=False, download=download)
+    except RuntimeError as error:
+        raise DatasetNotFoundError(
+            f"{name} not found under --data-dir {data_dir} (expected {Path(data_dir) / folder}/): "
+            f"point --data-dir at the folder that holds {folder}/, or add --download to fetch "
+            f"it ({error})"
+        ) from None
+    train_images, test_images = _normalise(train.data, test.data, scale=255.0)
+    return ImageData(
+        name=name,
+        train_images=train_images,
+        train_labels=torch.as_tensor(train.targets, dtype=torch.long),
+        test_images=test_images,
+        test_labels=torch.as_tensor(test.targets, dtype=torch.long),
+        num_classes=num_classes,
+        augmentation=Augmentation(crop_padding=2, hflip=True),
+        description=f"{name} 32x32x3, 50000 train / 10000 test",
+    )
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load a dataset, and the shape facts a model needs before it is loaded."""
+
+    loader: Callable[[str | Path | None, bool], ImageData]
+    channels: int
+    num_classes: int
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(load_digits_data, channels=1, num_classes=10),
+    "cifar10": DatasetSpec(
+        lambda data_dir, download: _load_cifar("cifar10", data_dir, download), 3, 10
+    ),
+    "cifar100": DatasetSpec(
+        lambda data_dir, download: _load_cifar("cifar100", data_dir, download), 3, 100
+    ),
+}
+
+
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = False
+) -> ImageData:
+    """Load a dataset by name; a missing one raises :class:`DatasetNotFoundError`."""
+    if name not in DATASETS:
+        raise DatasetNotFoundError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
+        )
+    return DATASETS[name].loader(data_dir, download)

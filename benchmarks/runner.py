@@ -1,0 +1,213 @@
+"""Run a config: for each dataset and model, profile one step, train, evaluate, log to MLflow.
+
+Every run is recorded with its model, dataset, profile, device, steps, seed, git revision and
+wall time, so that the table compiler can say exactly where each number came from. Checkpoints
+live in ``runs/<config>/<model>-<dataset>-<profile>-seed<seed>/last.pt``; ``resume=True``
+continues a killed run there (and its MLflow run) to the same final result.
+
+Example:
+    >>> records = run_config(RunRequest("configs/cifar.yaml", profile="smoke",
+    ...                                 models=["resnet32"], progress=False))
+    >>> records[0].dataset
+    'digits'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmarks.checkpoint import load_checkpoint
+from benchmarks.config import ResolvedConfig, load_config
+from benchmarks.data import ImageData, load_dataset
+from benchmarks.errors import ConfigError, DeviceError
+from benchmarks.plots import learning_curve
+from benchmarks.profiling import profile_training_step
+from benchmarks.tracking import TrackedRun, environment_tags, resolve_tracking_uri
+from benchmarks.training import train_classifier
+from flows.registry import create, get_info
+
+__all__ = ["RunRecord", "RunRequest", "resolve_device", "run_config"]
+
+
+@dataclass
+class RunRequest:
+    """What the user asked ``python -m benchmarks run`` to do."""
+
+    config_path: str | Path
+    profile: str = "quick"
+    models: list[str] | None = None
+    dataset: str | None = None
+    device: str = "auto"
+    data_dir: str | Path | None = None
+    download: bool = False
+    seed: int = 0
+    resume: bool = False
+    runs_dir: str | Path = "runs"
+    tracking_uri: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunRecord:
+    """The outcome of one trained model, as logged to MLflow."""
+
+    model: str
+    dataset: str
+    profile: str
+    device: str
+    seed: int
+    steps: int
+    run_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for an absent CUDA device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(
+            f"--device {name} requested but no CUDA device is available "
+            f"(torch {torch.__version__}); use --device cpu or --device auto"
+        )
+    if name != "cpu" and not name.startswith("cuda"):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def run_config(request: RunRequest) -> list[RunRecord]:
+    """Train every requested model of the config on every requested dataset."""
+    config = load_config(request.config_path)
+    resolved = config.resolve(request.profile)
+    models = request.models or config.models
+    for name in models:
+        if name not in config.models:
+            close = difflib.get_close_matches(name, config.models, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"model {name!r} is not a row of {config.path}{hint}; its models: "
+                f"{', '.join(config.models)}"
+            )
+    datasets = [request.dataset] if request.dataset else resolved.datasets
+    device = resolve_device(request.device)
+    tracking_uri = resolve_tracking_uri(request.tracking_uri)
+    records = []
+    for dataset_name in datasets:
+        settings = resolved.training
+        data = load_dataset(dataset_name, request.data_dir, request.download).subset(
+            settings.train_examples, settings.test_examples
+        )
+        for model_name in models:
+            records.append(_train_one(model_name, data, resolved, request, device, tracking_uri))
+    return records
+
+
+def _train_one(
+    model_name: str,
+    data: ImageData,
+    resolved: ResolvedConfig,
+    request: RunRequest,
+    device: torch.device,
+    tracking_uri: str,
+) -> RunRecord:
+    config, settings = resolved.config, resolved.training
+    info = get_info(model_name)
+    label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
+    checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
+    run_id = None
+    if request.resume and checkpoint_path.exists():
+        run_id = load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
+    torch.manual_seed(request.seed)
+    model = create(model_name, num_classes=data.num_classes, in_channels=data.channels)
+    reproduction = resolved.profile == "paper" and data.name in config.datasets
+    with TrackedRun(tracking_uri, config.name, run_name=label, run_id=run_id) as run:
+        run.set_tags(
+            {
+                **environment_tags(device),
+                "model": model_name,
+                "dataset": data.name,
+                "profile": resolved.profile,
+                "seed": str(request.seed),
+                "table": info.table,
+                "table_row": info.row,
+                "task": info.task,
+                "paper": info.paper,
+                "reproduction": "yes" if reproduction else "no",
+            }
+        )
+        run.log_params(
+            {
+                **resolved.as_params(),
+                "model": model_name,
+                "dataset": data.name,
+                "dataset_description": data.description,
+                "seed": request.seed,
+            }
+        )
+        run.log_text(_resolved_yaml(resolved, model_name, data.name), "config.yaml")
+        probe_batch = min(settings.batch_size, len(data.train_images))
+        probe = profile_training_step(
+            model.to(device),
+            data.train_images[:probe_batch].to(device),
+            data.train_labels[:probe_batch].to(device),
+        )
+        run.log_metrics(probe)
+        outcome = train_classifier(
+            model,
+            data,
+            settings,
+            checkpoint_path=checkpoint_path,
+            seed=request.seed,
+            device=device,
+            resume=request.resume,
+            log_metrics=run.log_metrics,
+            extra_state={"mlflow_run_id": run.run_id},
+            progress=request.progress,
+        )
+        final = {
+            **outcome.final,
+            **probe,
+            "wall_time_s": outcome.wall_time_s,
+            "steps": float(outcome.steps),
+            "train_images_per_s": outcome.train_images_per_s,
+        }
+        run.log_metrics(final, step=outcome.steps)
+        run.log_figure(
+            learning_curve(outcome.history, f"{model_name} on {data.name} ({resolved.profile})"),
+            "learning_curve.png",
+        )
+    print(
+        f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
+        f"test error {final['test_error']:.2f}% | {int(probe['params']):,} params | "
+        f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
+        + (f" | resumed from step {outcome.resumed_from_step}" if outcome.resumed_from_step else "")
+    )
+    return RunRecord(
+        model=model_name,
+        dataset=data.name,
+        profile=resolved.profile,
+        device=device.type,
+        seed=request.seed,
+        steps=outcome.steps,
+        run_id=run.run_id,
+        metrics=final,
+    )
+
+
+def _resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:
+    document = {
+        "config": resolved.config.path,
+        "model": model,
+        "dataset": dataset,
+        "profile": resolved.profile,
+        "profile_note": resolved.note,
+        "source": resolved.config.source,
+        "training": dataclasses.asdict(resolved.training),
+    }
+    return yaml.safe_dump(document, sort_keys=False)

@@ -1,0 +1,228 @@
+"""Compile the result tables: measured runs from MLflow beside the papers' numbers.
+
+For each config (one table) the compiler lists, per model, every dataset of the published table
+and every dataset the model was actually trained on. Each row holds the published error, the
+latest finished run of each profile (measured error, parameters, throughput, activation memory,
+device, steps, wall time, seed, git revision, MLflow run id) and, only where the comparison is
+meaningful (``paper`` profile on the published dataset), the difference. A published cell
+without a run shows as *not run*.
+
+Example:
+    >>> paths = compile_tables(configs_dir="configs", out_dir="results")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from benchmarks.checkpoint import write_text_atomic
+from benchmarks.config import PROFILES, Config, load_config
+from benchmarks.data import DATASETS
+from benchmarks.tracking import resolve_tracking_uri
+from flows.registry import create, get_info
+
+__all__ = ["build_table", "compile_tables", "finished_runs", "load_published", "render_markdown"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED_PATH = REPO_ROOT / "results" / "published.yaml"
+NOT_RUN = "not run"
+COLUMNS = [
+    "model",
+    "paper_row",
+    "dataset",
+    "profile",
+    "published_error",
+    "measured_error",
+    "difference",
+    "published_params",
+    "params",
+    "train_images_per_s",
+    "activation_mib",
+    "device",
+    "device_name",
+    "steps",
+    "wall_time_s",
+    "seed",
+    "git_revision",
+    "run_id",
+]
+
+
+def load_published(path: str | Path = PUBLISHED_PATH) -> dict:
+    """The papers' numbers, keyed by table name."""
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def finished_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Latest FINISHED run per (model, dataset, profile) of an MLflow experiment."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        return pd.DataFrame()
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'"
+    )
+    if runs.empty:
+        return runs
+    runs = runs.sort_values("end_time", ascending=False)
+    return runs.drop_duplicates(["tags.model", "tags.dataset", "tags.profile"])
+
+
+def _params_of(model: str, dataset: str) -> int:
+    spec = DATASETS[dataset]
+    built = create(model, num_classes=spec.num_classes, in_channels=spec.channels)
+    return sum(p.numel() for p in built.parameters())
+
+
+def build_table(config: Config, runs: pd.DataFrame, published: dict) -> pd.DataFrame:
+    """One row per (model, dataset, profile run), plus *not run* rows for published cells."""
+    table_published = published.get(config.name, {}).get("models", {})
+    rows = []
+    for model in config.models:
+        entry = table_published.get(model, {})
+        model_runs = runs[runs["tags.model"] == model] if not runs.empty else runs
+        trained_on = [] if model_runs.empty else list(model_runs["tags.dataset"].unique())
+        datasets = list(config.datasets) + [d for d in trained_on if d not in config.datasets]
+        for dataset in datasets:
+            base = {
+                "model": model,
+                "paper_row": entry.get("row", get_info(model).row),
+                "dataset": dataset,
+                "published_error": entry.get("error", {}).get(dataset, math.nan),
+                "published_params": entry.get("params", math.nan),
+            }
+            found = (
+                model_runs[model_runs["tags.dataset"] == dataset]
+                if not model_runs.empty
+                else model_runs
+            )
+            profiles = [] if found.empty else list(found["tags.profile"])
+            if not profiles:
+                rows.append({**base, "profile": NOT_RUN, "params": _params_of(model, dataset)})
+                continue
+            for profile in sorted(profiles, key=PROFILES.index):
+                run = found[found["tags.profile"] == profile].iloc[0]
+                measured = float(run["metrics.test_error"])
+                comparable = profile == "paper" and dataset in config.datasets
+                rows.append(
+                    {
+                        **base,
+                        "profile": profile,
+                        "measured_error": measured,
+                        "difference": measured - base["published_error"]
+                        if comparable
+                        else math.nan,
+                        "params": int(run["metrics.params"]),
+                        "train_images_per_s": float(run["metrics.train_images_per_s"]),
+                        "activation_mib": float(run["metrics.activation_bytes"]) / 2**20,
+                        "device": run["tags.device"],
+                        "device_name": run["tags.device_name"],
+                        "steps": int(run["metrics.steps"]),
+                        "wall_time_s": float(run["metrics.wall_time_s"]),
+                        "seed": int(run["tags.seed"]),
+                        "git_revision": run["tags.git_revision"],
+                        "run_id": run["run_id"],
+                    }
+                )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _number(value: float, digits: int = 2, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def _millions(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value / 1e6:.3f}M"
+
+
+def _duration(seconds: float) -> str:
+    if isinstance(seconds, float) and math.isnan(seconds):
+        return "—"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def render_markdown(config: Config, table: pd.DataFrame, tracking_uri: str) -> str:
+    """The table as Markdown, with the notes that say what each number is."""
+    today = datetime.date.today().isoformat()
+    lines = [
+        f"# {config.title}",
+        "",
+        f"Generated by `python -m benchmarks tables` on {today} from the MLflow store "
+        f"`{tracking_uri}` (config `{config.path}`). Published numbers: {config.source}.",
+        "",
+        "- Only rows with profile `paper` on a published dataset reproduce the paper; the "
+        "difference column is filled for those alone.",
+        "- Rows on `digits` are trained on scikit-learn's bundled 8x8 handwritten digits "
+        "(1 channel, 10 classes, 1,437 train / 360 test images, CPU-sized `quick` profile): "
+        "they show that the pipeline and the model learn, they are **not** CIFAR reproductions, "
+        "and their parameter counts differ slightly (1 input channel).",
+        "- `smoke` rows are pipeline checks of a few steps and never results. "
+        f"*{NOT_RUN}* means no finished run exists for that cell.",
+        "- Params (code) is counted on the model this suite builds; activations are the bytes "
+        "autograd holds for backward in one training step at the run's batch size.",
+        "",
+        "| model | paper row | dataset | profile | published error % | measured error % | "
+        "Δ (pp) | published params | params (code) | train img/s | activations MiB | "
+        "device | steps | wall time |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|",
+    ]
+    for row in table.itertuples(index=False):
+        ran = row.profile != NOT_RUN
+        profile = f"*{NOT_RUN}*" if not ran else f"`{row.profile}`"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row.model,
+                    str(row.paper_row),
+                    row.dataset,
+                    profile,
+                    _number(row.published_error),
+                    _number(row.measured_error) if ran else "—",
+                    _number(row.difference, suffix="") if ran else "—",
+                    _millions(row.published_params),
+                    _millions(float(row.params)),
+                    _number(row.train_images_per_s, 0) if ran else "—",
+                    _number(row.activation_mib, 1) if ran else "—",
+                    row.device_name if ran else "—",
+                    str(int(row.steps)) if ran else "—",
+                    _duration(row.wall_time_s) if ran else "—",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compile_tables(
+    configs_dir: str | Path = "configs",
+    out_dir: str | Path = "results",
+    tracking_uri: str | None = None,
+    published_path: str | Path | None = None,
+) -> list[Path]:
+    """Write ``<out_dir>/<config name>.md`` and ``.csv`` for every config; return the paths."""
+    uri = resolve_tracking_uri(tracking_uri)
+    out = Path(out_dir)
+    published = load_published(published_path or PUBLISHED_PATH)
+    written = []
+    for config_path in sorted(Path(configs_dir).glob("*.yaml")):
+        config = load_config(config_path)
+        table = build_table(config, finished_runs(uri, config.name), published)
+        markdown_path, csv_path = out / f"{config.name}.md", out / f"{config.name}.csv"
+        write_text_atomic(markdown_path, render_markdown(config, table, uri))
+        write_text_atomic(csv_path, table.to_csv(index=False))
+        written += [markdown_path, csv_path]
+    return written
