@@ -132,6 +132,8 @@ def train_classifier(
     checkpoint_path = Path(checkpoint_path)
     log = log_metrics or (lambda metrics, step: None)
     torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     model.to(device).train()
     optimizer = make_optimizer(model, settings)
     start_step, history, elapsed_before = 0, [], 0.0

@@ -43,7 +43,6 @@ class ModelInfo:
         table: name of the suite's table the model belongs to (``"cifar"``, ...).
         row: the row label of the published table, e.g. ``"32 (38)"``.
         published_params: parameter count printed in the paper (rounded as printed).
-        params_tolerance: relative tolerance that the printed rounding implies.
         notes: deviations from the paper or other facts a user should know.
     """
 
@@ -54,7 +53,6 @@ class ModelInfo:
     table: str
     row: str
     published_params: int | None = None
-    params_tolerance: float = 0.01
     notes: str = ""
 
 
@@ -75,7 +73,6 @@ def register(
     table: str,
     row: str,
     published_params: int | None = None,
-    params_tolerance: float = 0.01,
     notes: str = "",
     name: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -93,7 +90,6 @@ def register(
             table=table,
             row=row,
             published_params=published_params,
-            params_tolerance=params_tolerance,
             notes=notes,
         )
         return builder
