@@ -131,7 +131,8 @@ def build_table(config: Config, runs: pd.DataFrame, published: dict) -> pd.DataF
                         "run_id": run["run_id"],
                     }
                 )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    integers = {"params": "Int64", "steps": "Int64", "seed": "Int64"}  # NaN-able integers
+    return pd.DataFrame(rows, columns=COLUMNS).astype(integers)
 
 
 def _number(value: float, digits: int = 2, suffix: str = "") -> str:
