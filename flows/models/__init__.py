@@ -1,5 +1,5 @@
 """Model zoo: importing this package registers every model with :mod:`flows.registry`."""
 
-from flows.models import resnet
+from flows.models import resnet, revnet
 
-__all__ = ["resnet"]
+__all__ = ["resnet", "revnet"]

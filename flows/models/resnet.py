@@ -33,21 +33,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from flows.registry import register
+from flows.reversible import frozen_batch_norm_stats
 
 __all__ = [
-    "BasicUnit",
-    "BottleneckUnit",
+    "BasicBranch",
+    "BottleneckBranch",
     "CifarResNet",
+    "ResidualUnit",
+    "SmallImageClassifier",
     "ZeroPadShortcut",
     "batch_norm",
+    "init_like_official_code",
+    "make_shortcut",
     "resnet32",
     "resnet110",
     "resnet164",
@@ -101,13 +108,13 @@ class ZeroPadShortcut(nn.Module):
         return x
 
 
-class BasicUnit(nn.Module):
-    """Pre-activation basic unit: [BN-ReLU] -> 3x3 conv -> BN-ReLU -> 3x3 conv, plus shortcut.
+class BasicBranch(nn.Module):
+    """Pre-activation basic residual branch: [BN-ReLU] -> 3x3 conv -> BN-ReLU -> 3x3 conv.
 
     Args:
         in_channels: input width.
         out_channels: output width.
-        stride: stride of the first conv (and of the shortcut's pooling).
+        stride: stride of the first conv.
         preactivate: apply BN-ReLU to the input; False for the first unit of stage 1.
     """
 
@@ -119,26 +126,17 @@ class BasicUnit(nn.Module):
         self.conv1 = conv(in_channels, out_channels, 3, stride)
         self.bn2 = batch_norm(out_channels)
         self.conv2 = conv(out_channels, out_channels, 3)
-        changes_shape = stride > 1 or in_channels != out_channels
-        self.shortcut = (
-            ZeroPadShortcut(in_channels, out_channels, stride) if changes_shape else nn.Identity()
-        )
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch alone (reused as F and G by reversible blocks)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x if self.bn1 is None else F.relu(self.bn1(x))
         h = self.conv1(h)
         return self.conv2(F.relu(self.bn2(h)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.residual(x)
 
+class BottleneckBranch(nn.Module):
+    """Pre-activation bottleneck branch: [BN-ReLU] -> 1x1 -> BN-ReLU -> 3x3 -> BN-ReLU -> 1x1.
 
-class BottleneckUnit(nn.Module):
-    """Pre-activation bottleneck: [BN-ReLU] -> 1x1 -> BN-ReLU -> 3x3 -> BN-ReLU -> 1x1.
-
-    The first 1x1 conv carries the stride; the inner width is ``out_channels // 4``. The
-    shortcut is a bias-free 1x1 projection whenever the stride or width changes.
+    The first 1x1 conv carries the stride; the inner width is ``out_channels // 4``.
     """
 
     expansion = 4
@@ -154,19 +152,50 @@ class BottleneckUnit(nn.Module):
         self.conv2 = conv(inner, inner, 3)
         self.bn3 = batch_norm(inner)
         self.conv3 = conv(inner, out_channels, 1)
-        changes_shape = stride > 1 or in_channels != out_channels
-        self.shortcut = conv(in_channels, out_channels, 1, stride) if changes_shape else None
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch alone (reused as F and G by reversible blocks)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x if self.bn1 is None else F.relu(self.bn1(x))
         h = self.conv1(h)
         h = self.conv2(F.relu(self.bn2(h)))
         return self.conv3(F.relu(self.bn3(h)))
 
+
+Branch = type[BasicBranch] | type[BottleneckBranch]
+
+
+def make_shortcut(branch: Branch, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """The official shortcut for a branch kind: identity when the shape is kept; otherwise
+    pool + zero-pad (basic) or a bias-free 1x1 projection (bottleneck)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    if branch is BottleneckBranch:
+        return conv(in_channels, out_channels, 1, stride)
+    return ZeroPadShortcut(in_channels, out_channels, stride)
+
+
+class ResidualUnit(nn.Module):
+    """``shortcut(x) + branch(x)`` with the official shortcut for the branch kind.
+
+    Example:
+        >>> unit = ResidualUnit(BasicBranch, 16, 32, stride=2)
+        >>> unit(torch.randn(1, 16, 8, 8)).shape
+        torch.Size([1, 32, 4, 4])
+    """
+
+    def __init__(
+        self,
+        branch: Branch,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        preactivate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.branch = branch(in_channels, out_channels, stride, preactivate)
+        self.shortcut = make_shortcut(branch, in_channels, out_channels, stride)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        return shortcut + self.residual(x)
+        return self.shortcut(x) + self.branch(x)
 
 
 def init_like_official_code(module: nn.Module) -> None:
@@ -187,33 +216,25 @@ def init_like_official_code(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class CifarResNet(nn.Module):
-    """Pre-activation ResNet for small images (CIFAR, digits).
+def _recompute_context(unit: nn.Module) -> Callable[[], tuple[object, object]]:
+    """``torch.utils.checkpoint`` contexts: plain forward, BN-frozen recomputation."""
+    return lambda: (contextlib.nullcontext(), frozen_batch_norm_stats(unit))
 
-    Args:
-        unit: :class:`BasicUnit` or :class:`BottleneckUnit`.
-        units_per_stage: number of units in each stage, e.g. ``(5, 5, 5)``.
-        widths: output width of each stage, e.g. ``(16, 32, 64)``.
-        strides: stride of the first unit of each stage.
-        stem_width: width of the 3x3 stem convolution.
-        num_classes: size of the linear head.
-        in_channels: image channels (3 for CIFAR, 1 for digits).
 
-    Example:
-        >>> net = CifarResNet(BasicUnit, (1, 1, 1), (16, 32, 64), in_channels=1)
-        >>> net(torch.randn(4, 1, 8, 8)).shape
-        torch.Size([4, 10])
+class SmallImageClassifier(nn.Module):
+    """Skeleton shared by the CIFAR networks: 3x3 stem (conv, BN, ReLU) -> :meth:`body` ->
+    BN -> ReLU -> global average pool -> linear, initialised as the official code does.
+
+    Subclasses call ``super().__init__``, build their body, then :meth:`add_head`.
     """
 
     def __init__(
         self,
-        unit: type[BasicUnit] | type[BottleneckUnit],
+        stem_width: int,
+        in_channels: int,
         units_per_stage: Sequence[int],
         widths: Sequence[int],
-        strides: Sequence[int] = (1, 2, 2),
-        stem_width: int = 16,
-        num_classes: int = 10,
-        in_channels: int = 3,
+        strides: Sequence[int],
     ) -> None:
         super().__init__()
         if not len(units_per_stage) == len(widths) == len(strides):
@@ -221,6 +242,59 @@ class CifarResNet(nn.Module):
         self.stem = nn.Sequential(
             conv(in_channels, stem_width, 3), batch_norm(stem_width), nn.ReLU(inplace=True)
         )
+
+    def add_head(self, width: int, num_classes: int) -> None:
+        """Create the head for a body of output ``width``, then initialise every weight."""
+        self.head_norm = batch_norm(width)
+        self.fc = nn.Linear(width, num_classes)
+        init_like_official_code(self)
+
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the linear head."""
+        h = self.body(self.stem(x))
+        return F.relu(self.head_norm(h)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class CifarResNet(SmallImageClassifier):
+    """Pre-activation ResNet for small images (CIFAR, digits).
+
+    Args:
+        branch: :class:`BasicBranch` or :class:`BottleneckBranch`.
+        units_per_stage: number of units in each stage, e.g. ``(5, 5, 5)``.
+        widths: output width of each stage, e.g. ``(16, 32, 64)``.
+        strides: stride of the first unit of each stage.
+        stem_width: width of the 3x3 stem convolution.
+        num_classes: size of the linear head.
+        in_channels: image channels (3 for CIFAR, 1 for digits).
+        checkpoint_units: recompute each unit in backward with ``torch.utils.checkpoint``
+            (the standard recompute baseline of the memory benchmark); BatchNorm statistics
+            are frozen during recomputation so they are updated once per step.
+
+    Example:
+        >>> net = CifarResNet(BasicBranch, (1, 1, 1), (16, 32, 64), in_channels=1)
+        >>> net(torch.randn(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        branch: Branch,
+        units_per_stage: Sequence[int],
+        widths: Sequence[int],
+        strides: Sequence[int] = (1, 2, 2),
+        stem_width: int = 16,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        checkpoint_units: bool = False,
+    ) -> None:
+        super().__init__(stem_width, in_channels, units_per_stage, widths, strides)
+        self.checkpoint_units = checkpoint_units
         units: list[nn.Module] = []
         width = stem_width
         for stage, (count, out_width, stride) in enumerate(
@@ -229,7 +303,8 @@ class CifarResNet(nn.Module):
             for index in range(count):
                 first = index == 0
                 units.append(
-                    unit(
+                    ResidualUnit(
+                        branch,
                         width,
                         out_width,
                         stride=stride if first else 1,
@@ -238,44 +313,58 @@ class CifarResNet(nn.Module):
                 )
                 width = out_width
         self.units = nn.Sequential(*units)
-        self.head_norm = batch_norm(width)
-        self.fc = nn.Linear(width, num_classes)
-        init_like_official_code(self)
+        self.add_head(width, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the linear head."""
-        h = self.units(self.stem(x))
-        return F.relu(self.head_norm(h)).mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+    def body(self, h: torch.Tensor) -> torch.Tensor:
+        if not (self.checkpoint_units and torch.is_grad_enabled()):
+            return self.units(h)
+        for unit in self.units:
+            h = checkpoint(unit, h, use_reentrant=False, context_fn=_recompute_context(unit))
+        return h
 
 
 @register(
     task="classification", paper=PAPER, table="cifar", row="32 (38)", published_params=460_000
 )
-def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def resnet32(
+    num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
+) -> CifarResNet:
     """ResNet-32: basic units 5-5-5, widths 16-32-64 (0.46M parameters)."""
     return CifarResNet(
-        BasicUnit, (5, 5, 5), (16, 32, 64), num_classes=num_classes, in_channels=in_channels
+        BasicBranch,
+        (5, 5, 5),
+        (16, 32, 64),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        checkpoint_units=checkpoint_units,
     )
 
 
 @register(task="classification", paper=PAPER, table="cifar", row="110", published_params=1_730_000)
-def resnet110(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def resnet110(
+    num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
+) -> CifarResNet:
     """ResNet-110: basic units 18-18-18, widths 16-32-64 (1.73M parameters)."""
     return CifarResNet(
-        BasicUnit, (18, 18, 18), (16, 32, 64), num_classes=num_classes, in_channels=in_channels
+        BasicBranch,
+        (18, 18, 18),
+        (16, 32, 64),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        checkpoint_units=checkpoint_units,
     )
 
 
 @register(task="classification", paper=PAPER, table="cifar", row="164", published_params=1_700_000)
-def resnet164(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def resnet164(
+    num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
+) -> CifarResNet:
     """ResNet-164: bottleneck units 18-18-18, output widths 64-128-256 (1.70M parameters)."""
     return CifarResNet(
-        BottleneckUnit,
+        BottleneckBranch,
         (18, 18, 18),
         (64, 128, 256),
         num_classes=num_classes,
         in_channels=in_channels,
+        checkpoint_units=checkpoint_units,
     )

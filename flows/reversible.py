@@ -1,0 +1,253 @@
+"""Reversible blocks and the backward pass that recomputes activations instead of storing them.
+
+Gomez, Ren, Urtasun, Grosse. "The Reversible Residual Network: Backpropagation Without
+Storing Activations". NeurIPS 2017, Sec. 3 and Algorithm 1.
+
+A reversible block splits its input along channels into halves ``(x1, x2)`` and computes
+
+    y1 = x1 + F(x2)            x2 = y2 - G(y1)
+    y2 = x2 + G(y1)            x1 = y1 - F(x2)      (the inverse)
+
+so its input can be recomputed from its output. :class:`ReversibleSequence` with
+``memory_saving=True`` runs its blocks inside one :class:`torch.autograd.Function` that keeps
+only the sequence's *output*. Its backward walks the blocks in reverse: for each block it
+recomputes ``G(y1)`` and ``F(x2)`` with grad enabled (which also reconstructs the block's
+input), backpropagates through them (Algorithm 1), and frees that graph before the next block.
+Nothing is freed by resizing storages, so a block input that another op saved (a ReLU's output,
+say) is never touched.
+
+Exactness: BatchNorm running statistics are updated once, by the forward pass, and frozen
+during recomputation; the random number generator state before each ``F`` and ``G`` call is
+recorded and replayed, so dropout draws the same masks. With ``memory_saving=False`` the same
+modules run under plain autograd; gradients agree up to the rounding of the reconstruction
+(an input that sits exactly on a ReLU kink in the forward pass may be reconstructed a rounding
+error to either side of it, where both one-sided derivatives are valid).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> block = ReversibleBlock(nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1))
+    >>> x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    >>> block = block.double()
+    >>> torch.allclose(block.inverse(block(x)), x)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ReversibleBlock",
+    "ReversibleSequence",
+    "frozen_batch_norm_stats",
+]
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Leave the running statistics of every BatchNorm in ``module`` as they were on entry.
+
+    Inside the block, BatchNorm layers in train mode still normalise with batch statistics
+    (and run exactly the ops of a normal forward, which ``torch.utils.checkpoint`` checks);
+    on exit their running mean, variance and ``num_batches_tracked`` are restored. Used for
+    recomputation: the forward pass has already updated the statistics once.
+    """
+    buffers = [
+        buffer
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buffer is not None
+    ]
+    saved = [buffer.clone() for buffer in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+
+
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+RngStates = tuple[RngState, RngState]  # before F, before G
+Halves = tuple[torch.Tensor, torch.Tensor]
+
+
+def _rng_state(device: torch.device) -> RngState:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+@contextlib.contextmanager
+def _replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
+    """Run the block with the generator state recorded in the forward pass, then restore."""
+    cpu, cuda = state
+    devices = [device] if cuda is not None else []
+    with torch.random.fork_rng(devices=devices):
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        yield
+
+
+class ReversibleBlock(nn.Module):
+    """``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)`` on the two channel halves of the input.
+
+    Args:
+        f: residual function of the second half; must keep its input's shape.
+        g: residual function of ``y1``; must keep its input's shape.
+
+    Example:
+        >>> block = ReversibleBlock(nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1))
+        >>> block(torch.randn(2, 16, 4, 4)).shape
+        torch.Size([2, 16, 4, 4])
+    """
+
+    def __init__(self, f: nn.Module, g: nn.Module) -> None:
+        super().__init__()
+        self.f = f
+        self.g = g
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        y1 = x1 + self.f(x2)
+        y2 = x2 + self.g(y1)
+        return torch.cat([y1, y2], dim=1)
+
+    @torch.no_grad()
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Reconstruct the input from the output (leaves BatchNorm statistics untouched)."""
+        y1, y2 = y.chunk(2, dim=1)
+        with frozen_batch_norm_stats(self):
+            x2 = y2 - self.g(y1)
+            x1 = y1 - self.f(x2)
+        return torch.cat([x1, x2], dim=1)
+
+    def forward_recording_rng(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Halves, RngStates]:
+        """:meth:`forward` on halves, also returning the generator states before F and G."""
+        state_f = _rng_state(x1.device)
+        y1 = x1 + self.f(x2)
+        state_g = _rng_state(x1.device)
+        y2 = x2 + self.g(y1)
+        return (y1, y2), (state_f, state_g)
+
+    def backward_from_output(
+        self, y: Halves, grad_y: Halves, states: RngStates
+    ) -> tuple[Halves, Halves, dict[nn.Parameter, torch.Tensor]]:
+        """Algorithm 1 of the RevNet paper for one block, on channel halves.
+
+        Recomputes ``G(y1)`` with grad enabled, reconstructs ``x2 = y2 - G(y1)``, backpropagates
+        ``dL/dy2`` through ``G``; then recomputes ``F(x2)``, reconstructs ``x1 = y1 - F(x2)`` and
+        backpropagates ``dL/dy1 + (dG/dy1)^T dL/dy2`` through ``F``. Each graph is freed before
+        the next is built.
+
+        Returns:
+            The reconstructed input halves, the gradients with respect to them, and the
+            gradients of the block's trainable parameters.
+        """
+        (y1, y2), (grad_y1, grad_y2), (state_f, state_g) = y, grad_y, states
+        parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
+
+        def backpropagate(
+            function: nn.Module, state: RngState, inputs: torch.Tensor, grad: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            parameters = [p for p in function.parameters() if p.requires_grad]
+            with torch.enable_grad(), frozen_batch_norm_stats(function):
+                leaf = inputs.detach().requires_grad_()
+                with _replayed_rng(state, inputs.device):
+                    output = function(leaf)
+                grads = torch.autograd.grad(output, [leaf, *parameters], grad, allow_unused=True)
+            for parameter, parameter_grad in zip(parameters, grads[1:], strict=True):
+                if parameter_grad is not None:
+                    previous = parameter_grads.get(parameter)
+                    parameter_grads[parameter] = (
+                        parameter_grad if previous is None else previous + parameter_grad
+                    )
+            input_grad = grads[0] if grads[0] is not None else torch.zeros_like(inputs)
+            return output.detach(), input_grad
+
+        g_out, grad_through_g = backpropagate(self.g, state_g, y1, grad_y2)
+        x2 = y2 - g_out
+        grad_z1 = grad_y1 + grad_through_g
+        f_out, grad_through_f = backpropagate(self.f, state_f, x2, grad_z1)
+        x1 = y1 - f_out
+        return (x1, x2), (grad_z1, grad_y2 + grad_through_f), parameter_grads
+
+
+class _MemorySavingFunction(torch.autograd.Function):
+    """Runs reversible blocks without saving their activations (see the module docstring).
+
+    Between blocks the two channel halves travel separately; they are concatenated once, at
+    the end of the sequence (and of its backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, blocks: Sequence[ReversibleBlock], *params: nn.Parameter):
+        states = []
+        halves = x.chunk(2, dim=1)
+        with torch.no_grad():
+            for block in blocks:
+                halves, block_states = block.forward_recording_rng(*halves)
+                states.append(block_states)
+            y = torch.cat(halves, dim=1)
+        ctx.blocks, ctx.states, ctx.params = blocks, states, params
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        halves, grad_halves = y.chunk(2, dim=1), grad_y.chunk(2, dim=1)
+        grads: dict[nn.Parameter, torch.Tensor] = {}
+        for block, states in zip(reversed(ctx.blocks), reversed(ctx.states), strict=True):
+            halves, grad_halves, block_grads = block.backward_from_output(
+                halves, grad_halves, states
+            )
+            for parameter, grad in block_grads.items():
+                grads[parameter] = grad if parameter not in grads else grads[parameter] + grad
+        grad_x = torch.cat(grad_halves, dim=1)
+        return (grad_x, None, *(grads.get(p) for p in ctx.params))
+
+
+class ReversibleSequence(nn.Module):
+    """A sequence of :class:`ReversibleBlock` with an optional memory-saving backward.
+
+    Args:
+        blocks: the reversible blocks, applied in order.
+        memory_saving: if True (default), training keeps only the sequence's output and
+            recomputes every block's activations in backward; if False, plain autograd.
+
+    Example:
+        >>> blocks = [ReversibleBlock(nn.Linear(4, 4), nn.Linear(4, 4)) for _ in range(3)]
+        >>> sequence = ReversibleSequence(blocks)
+        >>> x = torch.randn(5, 8, requires_grad=True)
+        >>> sequence(x).sum().backward()
+        >>> x.grad.shape
+        torch.Size([5, 8])
+    """
+
+    def __init__(self, blocks: Sequence[ReversibleBlock], memory_saving: bool = True) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.memory_saving = memory_saving
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = [p for p in self.parameters() if p.requires_grad]
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
+        if not (self.memory_saving and needs_graph and len(self.blocks)):
+            for block in self.blocks:
+                x = block(x)
+            return x
+        return _MemorySavingFunction.apply(x, list(self.blocks), *params)
+
+    @torch.no_grad()
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Reconstruct the sequence's input from its output."""
+        for block in reversed(self.blocks):
+            y = block.inverse(y)
+        return y
