@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BENCH_CONFIGS ?= configs/cifar.yaml
 BENCH_PROFILE ?= quick
+# Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
+MEMORY_ARGS ?= --batch-size 64 --sweep 3 9 18 --repeats 3
 
-.PHONY: install bench tables test lint format clean
+.PHONY: install bench memory tables test lint format clean
 
 install: $(STAMP)
 
@@ -19,12 +21,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Train every model of the default configs on the embedded digits data, then rewrite results/.
+# Train every model of the default configs on the embedded digits data, measure memory and
+# speed of the reversible models against their baselines, then rewrite results/.
 bench: $(STAMP)
 	@for config in $(BENCH_CONFIGS); do \
 		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
 	done
+	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
 	$(PYTHON) -m benchmarks tables
+
+memory: $(STAMP)
+	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
 
 tables: $(STAMP)
 	$(PYTHON) -m benchmarks tables

@@ -7,6 +7,7 @@ Examples:
     python -m benchmarks run configs/cifar.yaml --profile paper --dataset cifar10 \\
         --data-dir ~/data --resume          # continue a killed run
     python -m benchmarks tables             # rewrite results/*.md and results/*.csv
+    python -m benchmarks memory --batch-size 128 --sweep 3 9 18 36
     python -m benchmarks list
 """
 
@@ -82,6 +83,30 @@ def _parser() -> argparse.ArgumentParser:
     tables.add_argument("--out", type=Path, default=Path("results"))
     tables.add_argument("--tracking-uri")
 
+    memory = commands.add_parser(
+        "memory", help="memory and speed of one training step, reversible vs baselines"
+    )
+    memory.add_argument("--batch-size", type=int, default=128)
+    memory.add_argument("--resolution", type=int, default=32, help="image side (default 32)")
+    memory.add_argument(
+        "--sweep",
+        type=int,
+        nargs="*",
+        default=[3, 9, 18, 36],
+        metavar="N",
+        help="depth sweep: RevNets with N basic units per stage (depth 12N+2) "
+        "against ResNets of equal depth; empty for none",
+    )
+    memory.add_argument(
+        "--no-paper",
+        action="store_true",
+        help="skip the paper's ResNet-32/110/164 and RevNet-38/110/164",
+    )
+    memory.add_argument("--repeats", type=int, default=5, help="timed steps per case")
+    memory.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    memory.add_argument("--out", type=Path, default=Path("results"))
+    memory.add_argument("--tracking-uri")
+
     listing = commands.add_parser("list", help="list registered models and configs")
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
@@ -116,6 +141,41 @@ def _tables(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _memory(args: argparse.Namespace) -> None:
+    from benchmarks.memory import measure_cases, paper_cases, sweep_cases
+    from benchmarks.memory_report import write_memory_report
+    from benchmarks.runner import resolve_device
+    from benchmarks.tracking import environment_tags, resolve_tracking_uri
+
+    if args.batch_size <= 0 or args.resolution < 8 or args.repeats <= 0:
+        raise BenchmarkError("--batch-size and --repeats must be positive, --resolution >= 8")
+    device = resolve_device(args.device)
+    cases = ([] if args.no_paper else paper_cases()) + sweep_cases(args.sweep)
+    if not cases:
+        raise BenchmarkError("nothing to measure: drop --no-paper or give --sweep N ...")
+    rows = measure_cases(
+        cases,
+        args.batch_size,
+        args.resolution,
+        device,
+        args.repeats,
+        progress=lambda name: print(f"measuring {name}", flush=True),
+    )
+    environment = environment_tags(device)
+    settings = {
+        "batch_size": args.batch_size,
+        "resolution": args.resolution,
+        "repeats": args.repeats,
+        "sweep": args.sweep,
+        "device": device.type,
+        "device_name": environment["device_name"],
+    }
+    for path in write_memory_report(
+        rows, settings, args.out, resolve_tracking_uri(args.tracking_uri), environment
+    ):
+        print(f"wrote {path}")
+
+
 def _list(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
@@ -135,7 +195,7 @@ def _list(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user error, with a one-line message)."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "tables": _tables, "list": _list}[args.command]
+    handler = {"run": _run, "tables": _tables, "memory": _memory, "list": _list}[args.command]
     try:
         handler(args)
     except (BenchmarkError, UnknownModelError) as error:

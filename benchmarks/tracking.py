@@ -149,5 +149,8 @@ class TrackedRun:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)
 
+    def log_artifact(self, path: str | Path) -> None:
+        self._client.log_artifact(self.run_id, str(path))
+
     def log_figure(self, figure: object, artifact_file: str) -> None:
         self._client.log_figure(self.run_id, figure, artifact_file)
