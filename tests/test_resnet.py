@@ -7,7 +7,7 @@ import torch
 import yaml
 from torch import nn
 
-from flows.models.resnet import BasicUnit, BottleneckUnit, ZeroPadShortcut
+from flows.models.resnet import BasicBranch, BottleneckBranch, ZeroPadShortcut
 from flows.registry import create, get_info
 from tests.conftest import REPO_ROOT
 
@@ -29,20 +29,22 @@ def test_parameter_count_matches_the_paper_table(name: str, printed_millions: fl
 def test_published_yaml_agrees_with_the_registry() -> None:
     published = yaml.safe_load((REPO_ROOT / "results" / "published.yaml").read_text())
     for name, entry in published["cifar"]["models"].items():
-        if name.startswith("resnet"):
-            assert entry["params"] == get_info(name).published_params
-            assert entry["row"] == get_info(name).row
+        assert entry["params"] == get_info(name).published_params
+        assert entry["row"] == get_info(name).row
 
 
 def test_stage_layout_and_units() -> None:
     resnet32, resnet164 = create("resnet32"), create("resnet164")
-    assert len(resnet32.units) == 15 and all(isinstance(u, BasicUnit) for u in resnet32.units)
+    assert len(resnet32.units) == 15
+    assert all(isinstance(u.branch, BasicBranch) for u in resnet32.units)
     assert len(resnet164.units) == 54
-    assert all(isinstance(u, BottleneckUnit) for u in resnet164.units)
+    assert all(isinstance(u.branch, BottleneckBranch) for u in resnet164.units)
     # 32 = 1 stem conv + 15 units x 2 convs + 1 linear; 164 = 1 + 54 x 3 + 1
     assert sum(isinstance(m, nn.Conv2d) for m in resnet32.modules()) == 1 + 30
     bottleneck_convs = sum(
-        isinstance(m, nn.Conv2d) for u in resnet164.units for m in (u.conv1, u.conv2, u.conv3)
+        isinstance(m, nn.Conv2d)
+        for u in resnet164.units
+        for m in (u.branch.conv1, u.branch.conv2, u.branch.conv3)
     )
     assert 1 + bottleneck_convs + 1 == 164
 
@@ -50,8 +52,8 @@ def test_stage_layout_and_units() -> None:
 def test_first_unit_skips_its_preactivation_and_others_do_not() -> None:
     for name in ("resnet32", "resnet164"):
         units = create(name).units
-        assert units[0].bn1 is None
-        assert all(unit.bn1 is not None for unit in units[1:])
+        assert units[0].branch.bn1 is None
+        assert all(unit.branch.bn1 is not None for unit in units[1:])
 
 
 def test_basic_shortcut_is_parameter_free_pool_and_symmetric_zero_pad() -> None:
@@ -71,10 +73,10 @@ def test_bottleneck_projection_whenever_stride_or_width_changes() -> None:
     first, second, stage2 = units[0], units[1], units[18]
     assert isinstance(first.shortcut, nn.Conv2d) and first.shortcut.kernel_size == (1, 1)
     assert first.shortcut.bias is None  # 16 -> 64 channels, stride 1
-    assert second.shortcut is None
-    assert stage2.shortcut.stride == (2, 2) and stage2.conv1.stride == (2, 2)
-    assert stage2.conv2.stride == (1, 1)
-    assert stage2.conv1.out_channels == 128 // 4
+    assert isinstance(second.shortcut, nn.Identity)
+    assert stage2.shortcut.stride == (2, 2) and stage2.branch.conv1.stride == (2, 2)
+    assert stage2.branch.conv2.stride == (1, 1)
+    assert stage2.branch.conv1.out_channels == 128 // 4
 
 
 def test_batch_norm_uses_tensorflow_settings() -> None:
@@ -88,3 +90,18 @@ def test_cifar_forward_shapes_and_no_max_pool() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     stem_out = model.stem(torch.randn(1, 3, 32, 32))
     assert stem_out.shape == (1, 16, 32, 32)
+
+
+def test_checkpointed_resnet_matches_plain_gradients_and_statistics() -> None:
+    torch.manual_seed(0)
+    plain = create("resnet32", in_channels=1).double()
+    checkpointed = create("resnet32", in_channels=1, checkpoint_units=True).double()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 1, 8, 8, dtype=torch.float64)
+    weights = torch.randn(8, 10, dtype=torch.float64)
+    (plain(x) * weights).sum().backward()
+    (checkpointed(x) * weights).sum().backward()
+    for p, q in zip(plain.parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-14)
+    for a, b in zip(plain.buffers(), checkpointed.buffers(), strict=True):
+        assert torch.equal(a, b)  # BN statistics updated once, not again in recomputation
