@@ -8,7 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 BENCH_CONFIGS ?= configs/cifar.yaml
 BENCH_PROFILE ?= quick
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
-MEMORY_ARGS ?= --batch-size 64 --sweep 3 9 18 --repeats 3
+MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 18 --repeats 5
 
 .PHONY: install bench memory tables test lint format clean
 
