@@ -212,15 +212,19 @@ def plot_memory(rows: Sequence[dict]) -> plt.Figure:
     frame = memory_frame(rows)
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 4))
     styles = {RESNET: "o-", CHECKPOINT: "s--", REVNET_PLAIN: "^:", REVNET: "D-"}
+    colors = {RESNET: "C0", CHECKPOINT: "C2", REVNET_PLAIN: "C4", REVNET: "C3"}
     for family in FAMILIES:
-        for group, alpha in (("sweep", 1.0), ("paper", 0.45)):
+        label = family
+        for group, alpha in (("sweep", 1.0), ("paper", 0.5)):
             part = frame[(frame.family == family) & (frame.group == group)].sort_values("depth")
             if part.empty:
                 continue
-            label = family if group == "sweep" or frame[frame.group == "sweep"].empty else None
             style = styles[family] if group == "sweep" else styles[family][0]  # paper: markers
-            memory_axis.plot(part.depth, part.held_mib, style, alpha=alpha, label=label)
-            time_axis.plot(part.depth, part.step_time_s, style, alpha=alpha, label=label)
+            for axis, column in ((memory_axis, "held_mib"), (time_axis, "step_time_s")):
+                axis.plot(
+                    part.depth, part[column], style, color=colors[family], alpha=alpha, label=label
+                )
+            label = None  # one legend entry per family
     memory_axis.set(xlabel="depth (weight layers)", ylabel="activations held for backward (MiB)")
     time_axis.set(xlabel="depth (weight layers)", ylabel="training step time (s)")
     memory_axis.legend()
