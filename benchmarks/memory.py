@@ -13,9 +13,10 @@ For every case (ResNet, the same ResNet with ``torch.utils.checkpoint``, RevNet)
 * ``peak``: the peak of live bytes during the whole step above what was live before it
   (activations, gradients, workspace); on CUDA ``torch.cuda.max_memory_allocated``.
 * ``state``: parameters plus optimizer state (SGD momentum buffers).
-* ``step time``: median wall time of ``repeats`` steps after the warm-up and probe steps
-  (CUDA synchronised), and of their forward passes, timed in rounds across all cases; ratios
-  are taken against the plain ResNet of the same depth in the same run.
+* ``step time``: the fastest of ``repeats`` steps after the warm-up and probe steps (CUDA
+  synchronised), and of their forward passes, timed in rounds across all cases. On a shared
+  machine the minimum is the estimate least disturbed by other work; ratios are taken against
+  the plain ResNet of the same depth in the same run.
 
 The RevNets are measured twice: with the memory-saving backward and with plain autograd
 (same modules), which separates what the architecture costs from what recomputation saves.
@@ -28,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -273,7 +273,7 @@ def measure_cases(
 
     Memory is measured case by case. Times are taken in ``repeats`` rounds that step every
     case once, so a slow spell of the machine falls on all cases alike and the ratios, taken
-    between medians of the same run, stay comparable.
+    between the fastest steps of the same run, stay comparable.
     """
     device = torch.device(device)
     probes, rows = [], []
@@ -305,8 +305,8 @@ def measure_cases(
             forward_times[index].append(forward_time)
             step_times[index].append(step_time)
     for row, forwards, steps in zip(rows, forward_times, step_times, strict=True):
-        row["forward_time_s"] = statistics.median(forwards)
-        row["step_time_s"] = statistics.median(steps)
+        row["forward_time_s"] = min(forwards)
+        row["step_time_s"] = min(steps)
     times = {(row["group"], row["case"]): row["step_time_s"] for row in rows}
     for row in rows:
         baseline = times.get((row["group"], row["baseline"]), float("nan"))
