@@ -1,0 +1,278 @@
+"""i-RevNet: a classifier that is invertible up to its final projection.
+
+Jacobsen, Smeulders, Oyallon. "i-RevNet: Deep Invertible Networks". ICLR 2018, Sec. 3 and
+Table 1; official code github.com/jhjacobsen/pytorch-i-revnet (``models/iRevNet.py``).
+
+The input is downsampled by :func:`~flows.layers.space_to_depth` and split into channel halves
+``(x1, x2)``. Every block computes
+
+    y1 = S(x1) + F(x2),    output (S(x2), y1)      (halves swap each block)
+
+where ``S`` is the invertible downsampling on a stride-2 block and the identity otherwise, and
+
+    F = [BN-ReLU, not in the first block] -> conv k1 (stride) -> BN-ReLU -> conv k2
+        -> dropout -> BN-ReLU -> conv k3,   inner width out / 4.
+
+Its inverse is ``x2 = S^-1(z1)``, ``x1 = S^-1(z2 - F(x2))``. A stride-1 block whose output is
+wider than its input first appends zero channels (injective padding; the inverse drops them),
+which makes the network injective rather than bijective.
+
+Kernel sizes of ``F``: the paper describes bottleneck blocks (1x1, 3x3, 1x1); the public
+PyTorch code uses 3x3 for all three convolutions. ``kernel_sizes="paper"`` gives the first
+(about 29M parameters for i-RevNet (b)), ``"public"`` the second (about 125M).
+
+Example:
+    >>> import torch
+    >>> model = irevnet_cifar(num_classes=10).double().eval()
+    >>> x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    >>> z = model.representation(x)
+    >>> bool((model.inverse(z) - x).abs().max() < 1e-10)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flows.layers import ChannelZeroPad, depth_to_space, space_to_depth
+from flows.registry import register
+from flows.reversible import frozen_batch_norm_stats
+
+__all__ = ["KERNEL_SIZES", "IRevNet", "IRevNetBlock", "irevnet_b", "irevnet_cifar"]
+
+PAPER = (
+    "Jacobsen, Smeulders, Oyallon. i-RevNet: Deep Invertible Networks. ICLR 2018 (Table 1; "
+    "CIFAR configuration of the official code)"
+)
+KERNEL_SIZES = {"paper": (1, 3, 1), "public": (3, 3, 3)}
+
+Halves = tuple[torch.Tensor, torch.Tensor]
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+    )
+
+
+class IRevNetBlock(nn.Module):
+    """One i-RevNet block on channel halves ``(x1, x2)``; returns ``(S(x2), S(x1) + F(x2))``.
+
+    Args:
+        in_channels: channels of both input halves together.
+        out_channels: channels of each output half.
+        stride: 2 downsamples both halves with ``space_to_depth``; 1 keeps the size.
+        first: the first block skips ``F``'s leading BN-ReLU.
+        dropout: dropout rate inside ``F``.
+        kernel_sizes: kernel sizes of the three convolutions of ``F``.
+        expansion: ``F``'s inner width is ``out_channels // expansion``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        first: bool = False,
+        dropout: float = 0.0,
+        kernel_sizes: Sequence[int] = KERNEL_SIZES["paper"],
+        expansion: int = 4,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if stride == 2 and out_channels != 2 * in_channels:
+            raise ValueError(
+                f"a stride-2 block maps {in_channels} channels to 4 x {in_channels // 2} per "
+                f"half, so out_channels must be {2 * in_channels}, got {out_channels}"
+            )
+        pad = 2 * out_channels - in_channels if stride == 1 else 0
+        if pad < 0:
+            raise ValueError(f"cannot narrow {in_channels} channels to 2 x {out_channels}")
+        self.stride = stride
+        self.in_channels = in_channels
+        self.pad = ChannelZeroPad(pad)
+        half = (in_channels + pad) // 2
+        inner = out_channels // expansion
+        k1, k2, k3 = kernel_sizes
+        layers: list[nn.Module] = [] if first else [nn.BatchNorm2d(half), nn.ReLU(inplace=True)]
+        layers += [
+            _conv(half, inner, k1, stride),
+            nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True),
+            _conv(inner, inner, k2),
+            nn.Dropout(dropout),
+            nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True),
+            _conv(inner, out_channels, k3),
+        ]
+        self.f = nn.Sequential(*layers)
+
+    def _downsample(self, x: torch.Tensor) -> torch.Tensor:
+        return space_to_depth(x, 2) if self.stride == 2 else x
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return depth_to_space(x, 2) if self.stride == 2 else x
+
+    def forward(self, halves: Halves) -> Halves:
+        x1, x2 = halves
+        if self.pad.pad:
+            x1, x2 = self.pad(torch.cat([x1, x2], dim=1)).chunk(2, dim=1)
+        y1 = self._downsample(x1) + self.f(x2)
+        return self._downsample(x2), y1
+
+    def inverse(self, halves: Halves) -> Halves:
+        z1, y1 = halves
+        x2 = self._upsample(z1)
+        x1 = self._upsample(y1 - self.f(x2))
+        if self.pad.pad:
+            x = self.pad.inverse(torch.cat([x1, x2], dim=1))
+            x1, x2 = x[:, : self.in_channels // 2], x[:, self.in_channels // 2 :]
+        return x1, x2
+
+
+class IRevNet(nn.Module):
+    """An i-RevNet classifier with an exact inverse of its representation.
+
+    Args:
+        blocks: blocks per stage, e.g. ``(6, 16, 72, 6)``.
+        strides: stride of the first block of each stage.
+        channels: output channels of each half in each stage.
+        num_classes: size of the linear head.
+        in_channels: image channels.
+        init_block_size: block size of the initial ``space_to_depth`` (1: none).
+        dropout: dropout rate inside ``F``.
+        kernel_sizes: ``"paper"`` (1x1-3x3-1x1) or ``"public"`` (3x3-3x3-3x3).
+
+    ``representation(x)`` is the output of the last block (both halves concatenated), the
+    point up to which nothing is discarded; ``inverse`` maps it back to the image. The head is
+    BN (momentum 0.9, as in the official code) -> ReLU -> global average pool -> linear.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int],
+        strides: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        init_block_size: int = 2,
+        dropout: float = 0.0,
+        kernel_sizes: str = "paper",
+    ) -> None:
+        super().__init__()
+        if kernel_sizes not in KERNEL_SIZES:
+            raise ValueError(f"kernel_sizes must be one of {sorted(KERNEL_SIZES)}")
+        self.init_block_size = init_block_size
+        width = in_channels * init_block_size**2
+        self.split_at = width // 2
+        layers = []
+        for stage, (count, stride, out_channels) in enumerate(
+            zip(blocks, strides, channels, strict=True)
+        ):
+            for index in range(count):
+                layers.append(
+                    IRevNetBlock(
+                        width,
+                        out_channels,
+                        stride if index == 0 else 1,
+                        first=stage == 0 and index == 0,
+                        dropout=dropout,
+                        kernel_sizes=KERNEL_SIZES[kernel_sizes],
+                    )
+                )
+                width = 2 * out_channels
+        self.blocks = nn.ModuleList(layers)
+        self.head_norm = nn.BatchNorm2d(width, momentum=0.9)
+        self.fc = nn.Linear(width, num_classes)
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The invertible representation before the head."""
+        if self.init_block_size > 1:
+            x = space_to_depth(x, self.init_block_size)
+        halves = (x[:, : self.split_at], x[:, self.split_at :])
+        for block in self.blocks:
+            halves = block(halves)
+        return torch.cat(halves, dim=1)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruct the image from :meth:`representation`.
+
+        Exact in eval mode; in train mode BatchNorm normalises with the statistics of the
+        batch being inverted (the same as in the forward pass when ``z`` came from it), and
+        running statistics are left untouched either way.
+        """
+        halves = z.chunk(2, dim=1)
+        with frozen_batch_norm_stats(self):
+            for block in reversed(self.blocks):
+                halves = block.inverse(halves)
+        x = torch.cat(halves, dim=1)
+        if self.init_block_size > 1:
+            x = depth_to_space(x, self.init_block_size)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.head_norm(self.representation(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+@register(
+    task="classification",
+    paper=PAPER,
+    table="imagenet",
+    row="i-RevNet (b)",
+    published_params=29_000_000,
+    notes="bijective; kernel_sizes='public' gives the public code's 3x3 variant",
+)
+def irevnet_b(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    kernel_sizes: str = "paper",
+    dropout: float = 0.0,
+) -> IRevNet:
+    """i-RevNet (b), bijective: blocks 6-16-72-6, strides 2-2-2-2, channels 24-96-384-1536.
+
+    With the initial 2x2 ``space_to_depth`` the representation of a 3x224x224 image is
+    3072x7x7, exactly as many numbers as the image.
+    """
+    return IRevNet(
+        (6, 16, 72, 6),
+        (2, 2, 2, 2),
+        (24, 96, 384, 1536),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        init_block_size=2,
+        dropout=dropout,
+        kernel_sizes=kernel_sizes,
+    )
+
+
+@register(
+    task="classification",
+    paper=PAPER,
+    table="cifar",
+    row="i-RevNet (CIFAR)",
+    notes="official code's CIFAR configuration; injective (first block pads channels)",
+)
+def irevnet_cifar(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    kernel_sizes: str = "public",
+    dropout: float = 0.1,
+) -> IRevNet:
+    """CIFAR i-RevNet of the official code: blocks 18-18-18, strides 1-2-2, channels 16-64-256,
+    dropout 0.1, 3x3 kernels, no initial downsampling."""
+    return IRevNet(
+        (18, 18, 18),
+        (1, 2, 2),
+        (16, 64, 256),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        init_block_size=1,
+        dropout=dropout,
+        kernel_sizes=kernel_sizes,
+    )
