@@ -119,3 +119,24 @@ def test_cifar_irevnet_configuration() -> None:
     assert [b.stride for b in model.blocks].count(2) == 2
     assert model.blocks[0].pad.pad == 29 and all(b.pad.pad == 0 for b in model.blocks[1:])
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in model.modules())
+
+
+def test_injective_irevnet_a_inverts_at_224_and_recovers_zero_padding() -> None:
+    torch.manual_seed(3)
+    model = create("irevnet_a").eval()
+    # as documented: a reconstruction (193.47M) of the paper's 181M configuration
+    assert sum(p.numel() for p in model.parameters()) == 193_465_960
+    assert get_info("irevnet_a").published_params == 181_000_000
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        z = model.representation(x)
+        assert z.shape == (1, 8192, 7, 7) and z.numel() > x.numel()
+        assert (model.inverse(z) - x).abs().max() < 1e-4
+        halves = z.chunk(2, dim=1)
+        for block in reversed(model.blocks[1:]):
+            halves = block.inverse(halves)
+        first = model.blocks[0]
+        assert first.pad.pad == 128 - 48
+        x1 = halves[1] - first.f(halves[0])
+        padded = torch.cat([x1, halves[0]], dim=1)
+        assert padded[:, 48:].abs().max() < 1e-4  # the 80 appended channels come back as zeros

@@ -42,7 +42,7 @@ from flows.layers import ChannelZeroPad, depth_to_space, space_to_depth
 from flows.registry import register
 from flows.reversible import frozen_batch_norm_stats
 
-__all__ = ["KERNEL_SIZES", "IRevNet", "IRevNetBlock", "irevnet_b", "irevnet_cifar"]
+__all__ = ["KERNEL_SIZES", "IRevNet", "IRevNetBlock", "irevnet_a", "irevnet_b", "irevnet_cifar"]
 
 PAPER = (
     "Jacobsen, Smeulders, Oyallon. i-RevNet: Deep Invertible Networks. ICLR 2018 (Table 1; "
@@ -273,6 +273,43 @@ def irevnet_cifar(
         num_classes=num_classes,
         in_channels=in_channels,
         init_block_size=1,
+        dropout=dropout,
+        kernel_sizes=kernel_sizes,
+    )
+
+
+@register(
+    task="classification",
+    paper=PAPER,
+    table="imagenet",
+    row="i-RevNet (a)",
+    published_params=181_000_000,
+    notes="injective; configuration reconstructed (initial 4x4 downsampling, a stride-1 first "
+    "stage that zero-pads 48 to 128 channels, channels 64-256-1024-4096): 193.5M parameters "
+    "against the published 181M, which no natural configuration of the block matches exactly",
+)
+def irevnet_a(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    kernel_sizes: str = "paper",
+    dropout: float = 0.0,
+) -> IRevNet:
+    """i-RevNet (a), injective, as reconstructed here (the paper gives no full configuration).
+
+    Reasoning: an injective i-RevNet needs a stride-1 block that widens (the only place the
+    official block pads); keeping a 7x7 output from 224x224 with strides 1-2-2-2 needs an
+    initial 4x4 ``space_to_depth`` (3x224x224 -> 48x56x56, as the official code's
+    ``init_ds`` allows); stride-2 blocks then fix the widths to ``c, 4c, 16c, 64c``. With the
+    paper's 1x1-3x3-1x1 kernels and blocks 6-16-72-6, ``c = 64`` gives 193.5M parameters, the
+    closest to 181M (``c = 48`` gives 110.4M; 3x3 kernels with ``c = 32`` give 221.0M).
+    """
+    return IRevNet(
+        (6, 16, 72, 6),
+        (1, 2, 2, 2),
+        (64, 256, 1024, 4096),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        init_block_size=4,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
     )

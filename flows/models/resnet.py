@@ -48,14 +48,15 @@ from flows.reversible import frozen_batch_norm_stats
 __all__ = [
     "BasicBranch",
     "BottleneckBranch",
-    "CifarResNet",
+    "PreActResNet",
+    "ResidualClassifier",
     "ResidualUnit",
-    "SmallImageClassifier",
     "ZeroPadShortcut",
     "batch_norm",
     "init_like_official_code",
     "make_shortcut",
     "resnet32",
+    "resnet50",
     "resnet110",
     "resnet164",
 ]
@@ -221,10 +222,12 @@ def _recompute_context(unit: nn.Module) -> Callable[[], tuple[object, object]]:
     return lambda: (contextlib.nullcontext(), frozen_batch_norm_stats(unit))
 
 
-class SmallImageClassifier(nn.Module):
-    """Skeleton shared by the CIFAR networks: 3x3 stem (conv, BN, ReLU) -> :meth:`body` ->
-    BN -> ReLU -> global average pool -> linear, initialised as the official code does.
+class ResidualClassifier(nn.Module):
+    """Skeleton shared by the residual classifiers: stem -> :meth:`body` -> BN -> ReLU ->
+    global average pool -> linear, initialised as the official code does.
 
+    The stem is conv -> BN -> ReLU: a 3x3 conv for CIFAR, or (``imagenet_stem=True``) a 7x7
+    stride-2 conv followed by a 3x3 stride-2 max-pool, as in the official ImageNet configs.
     Subclasses call ``super().__init__``, build their body, then :meth:`add_head`.
     """
 
@@ -235,13 +238,20 @@ class SmallImageClassifier(nn.Module):
         units_per_stage: Sequence[int],
         widths: Sequence[int],
         strides: Sequence[int],
+        imagenet_stem: bool = False,
     ) -> None:
         super().__init__()
         if not len(units_per_stage) == len(widths) == len(strides):
             raise ValueError("units_per_stage, widths and strides need one entry per stage")
-        self.stem = nn.Sequential(
-            conv(in_channels, stem_width, 3), batch_norm(stem_width), nn.ReLU(inplace=True)
-        )
+        kernel, stride = (7, 2) if imagenet_stem else (3, 1)
+        stem: list[nn.Module] = [
+            conv(in_channels, stem_width, kernel, stride),
+            batch_norm(stem_width),
+            nn.ReLU(inplace=True),
+        ]
+        if imagenet_stem:
+            stem.append(nn.MaxPool2d(3, stride=2, padding=1))
+        self.stem = nn.Sequential(*stem)
 
     def add_head(self, width: int, num_classes: int) -> None:
         """Create the head for a body of output ``width``, then initialise every weight."""
@@ -261,7 +271,7 @@ class SmallImageClassifier(nn.Module):
         return self.fc(self.features(x))
 
 
-class CifarResNet(SmallImageClassifier):
+class PreActResNet(ResidualClassifier):
     """Pre-activation ResNet for small images (CIFAR, digits).
 
     Args:
@@ -272,12 +282,13 @@ class CifarResNet(SmallImageClassifier):
         stem_width: width of the 3x3 stem convolution.
         num_classes: size of the linear head.
         in_channels: image channels (3 for CIFAR, 1 for digits).
+        imagenet_stem: 7x7 stride-2 stem conv and max-pool (ImageNet) instead of a 3x3 conv.
         checkpoint_units: recompute each unit in backward with ``torch.utils.checkpoint``
             (the standard recompute baseline of the memory benchmark); BatchNorm statistics
             are frozen during recomputation so they are updated once per step.
 
     Example:
-        >>> net = CifarResNet(BasicBranch, (1, 1, 1), (16, 32, 64), in_channels=1)
+        >>> net = PreActResNet(BasicBranch, (1, 1, 1), (16, 32, 64), in_channels=1)
         >>> net(torch.randn(4, 1, 8, 8)).shape
         torch.Size([4, 10])
     """
@@ -291,9 +302,10 @@ class CifarResNet(SmallImageClassifier):
         stem_width: int = 16,
         num_classes: int = 10,
         in_channels: int = 3,
+        imagenet_stem: bool = False,
         checkpoint_units: bool = False,
     ) -> None:
-        super().__init__(stem_width, in_channels, units_per_stage, widths, strides)
+        super().__init__(stem_width, in_channels, units_per_stage, widths, strides, imagenet_stem)
         self.checkpoint_units = checkpoint_units
         units: list[nn.Module] = []
         width = stem_width
@@ -328,9 +340,9 @@ class CifarResNet(SmallImageClassifier):
 )
 def resnet32(
     num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
-) -> CifarResNet:
+) -> PreActResNet:
     """ResNet-32: basic units 5-5-5, widths 16-32-64 (0.46M parameters)."""
-    return CifarResNet(
+    return PreActResNet(
         BasicBranch,
         (5, 5, 5),
         (16, 32, 64),
@@ -343,9 +355,9 @@ def resnet32(
 @register(task="classification", paper=PAPER, table="cifar", row="110", published_params=1_730_000)
 def resnet110(
     num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
-) -> CifarResNet:
+) -> PreActResNet:
     """ResNet-110: basic units 18-18-18, widths 16-32-64 (1.73M parameters)."""
-    return CifarResNet(
+    return PreActResNet(
         BasicBranch,
         (18, 18, 18),
         (16, 32, 64),
@@ -358,13 +370,39 @@ def resnet110(
 @register(task="classification", paper=PAPER, table="cifar", row="164", published_params=1_700_000)
 def resnet164(
     num_classes: int = 10, in_channels: int = 3, checkpoint_units: bool = False
-) -> CifarResNet:
+) -> PreActResNet:
     """ResNet-164: bottleneck units 18-18-18, output widths 64-128-256 (1.70M parameters)."""
-    return CifarResNet(
+    return PreActResNet(
         BottleneckBranch,
         (18, 18, 18),
         (64, 128, 256),
         num_classes=num_classes,
         in_channels=in_channels,
+        checkpoint_units=checkpoint_units,
+    )
+
+
+@register(
+    task="classification",
+    paper=PAPER + "; ImageNet baseline of the i-RevNet paper's Table 1",
+    table="imagenet",
+    row="ResNet",
+    published_params=26_000_000,
+    notes="pre-activation ResNet-50 of revnet-public's imagenet_configs.py",
+)
+def resnet50(
+    num_classes: int = 1000, in_channels: int = 3, checkpoint_units: bool = False
+) -> PreActResNet:
+    """ResNet-50 (pre-activation): bottleneck units 3-4-6-3, output widths 256-512-1024-2048,
+    strides 1-2-2-2, 7x7 stride-2 stem with max-pool (official ``resnet-50`` config)."""
+    return PreActResNet(
+        BottleneckBranch,
+        (3, 4, 6, 3),
+        (256, 512, 1024, 2048),
+        (1, 2, 2, 2),
+        stem_width=64,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        imagenet_stem=True,
         checkpoint_units=checkpoint_units,
     )

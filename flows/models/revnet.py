@@ -42,13 +42,13 @@ from flows.models.resnet import (
     BasicBranch,
     BottleneckBranch,
     Branch,
-    SmallImageClassifier,
+    ResidualClassifier,
     make_shortcut,
 )
 from flows.registry import register
 from flows.reversible import ReversibleBlock, ReversibleSequence
 
-__all__ = ["RevNet", "RevNetTransition", "revnet38", "revnet110", "revnet164"]
+__all__ = ["RevNet", "RevNetTransition", "revnet38", "revnet56", "revnet110", "revnet164"]
 
 PAPER = RESNET_PAPER.split(" (")[0] + " (RevNets of Table 2)"
 
@@ -88,7 +88,7 @@ class RevNetTransition(nn.Module):
         return torch.cat([y1, y2], dim=1)
 
 
-class RevNet(SmallImageClassifier):
+class RevNet(ResidualClassifier):
     """Reversible residual network for small images.
 
     Args:
@@ -100,6 +100,7 @@ class RevNet(SmallImageClassifier):
         stem_width: width of the stem convolution.
         num_classes: size of the linear head.
         in_channels: image channels.
+        imagenet_stem: 7x7 stride-2 stem conv and max-pool (ImageNet) instead of a 3x3 conv.
         memory_saving: recompute activations in backward (True) or use plain autograd.
 
     Example:
@@ -118,9 +119,10 @@ class RevNet(SmallImageClassifier):
         stem_width: int = 32,
         num_classes: int = 10,
         in_channels: int = 3,
+        imagenet_stem: bool = False,
         memory_saving: bool = True,
     ) -> None:
-        super().__init__(stem_width, in_channels, units_per_stage, widths, strides)
+        super().__init__(stem_width, in_channels, units_per_stage, widths, strides, imagenet_stem)
         stages: list[nn.Module] = []
         width = stem_width
         for stage, (count, out_width, stride) in enumerate(
@@ -189,5 +191,31 @@ def revnet164(num_classes: int = 10, in_channels: int = 3, memory_saving: bool =
         (128, 256, 512),
         num_classes=num_classes,
         in_channels=in_channels,
+        memory_saving=memory_saving,
+    )
+
+
+@register(
+    task="classification",
+    paper=PAPER.replace("Table 2", "Table 3") + "; ImageNet row of the i-RevNet paper's Table 1",
+    table="imagenet",
+    row="RevNet",
+    published_params=28_000_000,
+    notes="the official config names it revnet-54 (2-2-3-2 bottleneck units); 56 counts the "
+    "stem conv and the linear layer as the CIFAR names do",
+)
+def revnet56(num_classes: int = 1000, in_channels: int = 3, memory_saving: bool = True) -> RevNet:
+    """RevNet-56 for ImageNet: bottleneck units 2-2-3-2, widths 128-256-512-832 before the
+    bottleneck expansion (512-1024-2048-3328), strides 1-2-2-2, stem width 128, 7x7 stride-2
+    stem with max-pool (official ``revnet-54`` config)."""
+    return RevNet(
+        BottleneckBranch,
+        (2, 2, 3, 2),
+        (512, 1024, 2048, 3328),
+        (1, 2, 2, 2),
+        stem_width=128,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        imagenet_stem=True,
         memory_saving=memory_saving,
     )
