@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.profiling import count_parameters, saved_activation_bytes
-from flows.models.resnet import BasicBranch, CifarResNet
+from flows.models.resnet import BasicBranch, PreActResNet
 from flows.models.revnet import RevNet
 from flows.registry import create
 
@@ -124,7 +124,7 @@ def sweep_cases(units_per_stage: Sequence[int]) -> list[MemoryCase]:
                 depth,
                 "sweep",
                 base,
-                lambda n=n: CifarResNet(BasicBranch, (2 * n,) * 3, (16, 32, 64)),
+                lambda n=n: PreActResNet(BasicBranch, (2 * n,) * 3, (16, 32, 64)),
             ),
             MemoryCase(
                 f"{base} + checkpoint",
@@ -132,7 +132,7 @@ def sweep_cases(units_per_stage: Sequence[int]) -> list[MemoryCase]:
                 depth,
                 "sweep",
                 base,
-                lambda n=n: CifarResNet(
+                lambda n=n: PreActResNet(
                     BasicBranch, (2 * n,) * 3, (16, 32, 64), checkpoint_units=True
                 ),
             ),

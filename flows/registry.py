@@ -6,7 +6,7 @@ builder function, registered under the name used in configs and tables.
 Example:
     >>> from flows import registry
     >>> registry.list_models("resnet*")
-    ['resnet110', 'resnet164', 'resnet32']
+    ['resnet110', 'resnet164', 'resnet32', 'resnet50']
     >>> model = registry.create("resnet32", num_classes=10)
     >>> registry.get_info("resnet32").published_params
     460000

@@ -10,8 +10,8 @@ from flows.registry import UnknownModelError, create, get_info, list_models
 
 
 def test_list_models_filters_by_pattern_and_task() -> None:
-    assert list_models("resnet*") == ["resnet110", "resnet164", "resnet32"]
-    assert list_models("revnet*") == ["revnet110", "revnet164", "revnet38"]
+    assert list_models("resnet*") == ["resnet110", "resnet164", "resnet32", "resnet50"]
+    assert list_models("revnet*") == ["revnet110", "revnet164", "revnet38", "revnet56"]
     assert set(list_models(task="classification")) >= {"resnet32", "revnet38", "revnet164"}
     assert list_models("no-such-*") == []
 
