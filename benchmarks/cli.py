@@ -181,11 +181,11 @@ def _list(args: argparse.Namespace) -> None:
     if not names:
         raise UnknownModelError(f"no registered model matches {args.pattern!r}")
     width = max(len(name) for name in names)
-    print(f"{'model':<{width}}  task            table   row       published params")
+    print(f"{'model':<{width}}  {'task':<15} {'table':<9} {'row':<17} published params")
     for name in names:
         info = get_info(name)
         params = f"{info.published_params / 1e6:.2f}M" if info.published_params else "—"
-        print(f"{name:<{width}}  {info.task:<15} {info.table:<7} {info.row:<9} {params}")
+        print(f"{name:<{width}}  {info.task:<15} {info.table:<9} {info.row:<17} {params}")
     print("\nconfigs:")
     for path in sorted(args.configs_dir.glob("*.yaml")):
         config = load_config(path)
