@@ -221,10 +221,8 @@ def train_classifier(
             log(metrics, done)
             if checkpoint_now:
                 checkpoint(done)
-            if after_step is not None:
-                after_step(done)
             interval_start = time.perf_counter()
-        elif after_step is not None:
+        if after_step is not None:
             after_step(done)
     bar.close()
     if not final:  # resumed from a finished run: report its last evaluation
