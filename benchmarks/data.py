@@ -1,10 +1,18 @@
-"""Datasets as in-memory tensors, with the official CIFAR recipe and deterministic batching.
+"""Datasets for the classifiers, with the official recipes and deterministic batching.
 
 * ``digits``: the embedded default. scikit-learn's bundled 8x8 handwritten digits (1,797 real
   images, 1 channel, grey levels 0..16, scaled to [0, 1] by /16; no network). Fixed stratified
   split: 20% test with ``random_state=0``, i.e. 1,437 train / 360 test images.
+* ``digits64``: the same images and split, upsampled bilinearly to 64x64 and repeated over 3
+  channels: the embedded stand-in on which the ImageNet architectures (which downsample 32x)
+  run their CPU profiles. Never an ImageNet result.
 * ``cifar10``, ``cifar100``: torchvision's archives under ``--data-dir`` (downloaded only with
   ``--download``); the official 50k/10k split.
+* ``imagenet``: ILSVRC-2012 as ``train/`` and ``val/`` class folders under ``--data-dir``,
+  streamed from disk (:mod:`benchmarks.imagefolder`).
+
+Every dataset offers the same :class:`TrainingData` interface to the training loop: training
+batches as a function of the step, test batches in order, and a probe batch.
 
 Pre-processing follows the RevNet official code: images scaled to [0, 1], then the per-pixel
 mean image of the training set subtracted. Training augmentation (``augment: true``): zero-pad
@@ -23,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -35,11 +45,49 @@ from benchmarks.errors import DatasetNotFoundError
 __all__ = [
     "DATASETS",
     "Augmentation",
+    "Batch",
     "BatchSampler",
     "DatasetSpec",
     "ImageData",
+    "TrainingData",
     "load_dataset",
+    "mix_seeds",
 ]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainingData(Protocol):
+    """What the training loop needs from a dataset (in memory or streamed from disk)."""
+
+    name: str
+    num_classes: int
+    description: str
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def num_train_examples(self) -> int: ...
+
+    def to(self, device: torch.device | str) -> TrainingData: ...
+
+    def subset(self, train_examples: int | None, test_examples: int | None) -> TrainingData: ...
+
+    def train_batches(
+        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+    ) -> Iterator[Batch]:
+        """Batches of steps ``start_step, start_step + 1, ...``, each a function of
+        ``(seed, step)`` alone."""
+        ...
+
+    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+        """The test split in a fixed order, without augmentation."""
+        ...
+
+    def probe_batch(self, size: int) -> Batch:
+        """The first ``size`` training examples, without augmentation."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -92,6 +140,37 @@ class ImageData:
     def channels(self) -> int:
         return int(self.train_images.shape[1])
 
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.train_images)
+
+    def train_batches(
+        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+    ) -> Iterator[Batch]:
+        """Infinite training batches from ``start_step`` (see :class:`BatchSampler`)."""
+        sampler = BatchSampler(len(self.train_images), batch_size, seed)
+
+        def batches() -> Iterator[Batch]:
+            for step in itertools.count(start_step):
+                index = sampler.indices(step).to(self.train_images.device)
+                images, labels = self.train_images[index], self.train_labels[index]
+                if augment:
+                    images = self.augmentation(images, sampler.augmentation_generator(step))
+                yield images, labels
+
+        return batches()
+
+    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, len(self.test_images), batch_size):
+            yield (
+                self.test_images[start : start + batch_size],
+                self.test_labels[start : start + batch_size],
+            )
+
+    def probe_batch(self, size: int) -> Batch:
+        size = min(size, len(self.train_images))
+        return self.train_images[:size], self.train_labels[:size]
+
     def to(self, device: torch.device | str) -> ImageData:
         """Move every tensor to ``device`` (CIFAR fits in GPU memory several times over)."""
         return replace(
@@ -140,7 +219,7 @@ class BatchSampler:
         """Example indices of the batch used at training step ``step`` (0-based)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(_mix(self.seed, epoch, 1))
+            generator = torch.Generator().manual_seed(mix_seeds(self.seed, epoch, 1))
             self._permutation = torch.randperm(self.num_examples, generator=generator)
             self._epoch = epoch
         start = position * self.batch_size
@@ -148,10 +227,10 @@ class BatchSampler:
 
     def augmentation_generator(self, step: int) -> torch.Generator:
         """Generator for the random augmentation of the batch at ``step``."""
-        return torch.Generator().manual_seed(_mix(self.seed, step, 2))
+        return torch.Generator().manual_seed(mix_seeds(self.seed, step, 2))
 
 
-def _mix(seed: int, counter: int, stream: int) -> int:
+def mix_seeds(seed: int, counter: int, stream: int) -> int:
     """Combine integers into one 63-bit seed (distinct streams for shuffling and augmenting)."""
     return (seed * 1_000_003 + counter * 7_919 + stream * 104_729) % (2**63 - 1)
 
@@ -184,6 +263,27 @@ def load_digits_data(data_dir: str | Path | None = None, download: bool = False)
         num_classes=10,
         augmentation=Augmentation(crop_padding=1, hflip=False),
         description="scikit-learn digits 8x8x1, 1437 train / 360 test (stratified, seed 0)",
+    )
+
+
+def load_digits64_data(data_dir: str | Path | None = None, download: bool = False) -> ImageData:
+    """The digits upsampled to 3x64x64 (bilinear), for architectures built for large images."""
+    digits = load_digits_data()
+
+    def upsample(images: torch.Tensor) -> torch.Tensor:
+        large = torch.nn.functional.interpolate(
+            images, size=(64, 64), mode="bilinear", align_corners=False
+        )
+        return large.expand(-1, 3, -1, -1).contiguous()
+
+    return replace(
+        digits,
+        name="digits64",
+        train_images=upsample(digits.train_images),
+        test_images=upsample(digits.test_images),
+        augmentation=Augmentation(crop_padding=8, hflip=False),
+        description="scikit-learn digits upsampled to 64x64x3, 1437 train / 360 test "
+        "(stratified, seed 0)",
     )
 
 
@@ -225,28 +325,49 @@ def _load_cifar(name: str, data_dir: str | Path | None, download: bool) -> Image
 class DatasetSpec:
     """How to load a dataset, and the shape facts a model needs before it is loaded."""
 
-    loader: Callable[[str | Path | None, bool], ImageData]
+    loader: Callable[..., TrainingData]
     channels: int
     num_classes: int
+    in_memory: bool = True
+
+
+def _load_imagenet(
+    data_dir: str | Path | None, download: bool, image_size: int | None = None
+) -> TrainingData:
+    from benchmarks.imagefolder import load_imagenet
+
+    return load_imagenet(data_dir, download, image_size=image_size or 224)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(load_digits_data, channels=1, num_classes=10),
+    "digits64": DatasetSpec(load_digits64_data, channels=3, num_classes=10),
     "cifar10": DatasetSpec(
         lambda data_dir, download: _load_cifar("cifar10", data_dir, download), 3, 10
     ),
     "cifar100": DatasetSpec(
         lambda data_dir, download: _load_cifar("cifar100", data_dir, download), 3, 100
     ),
+    "imagenet": DatasetSpec(_load_imagenet, channels=3, num_classes=1000, in_memory=False),
 }
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = False
-) -> ImageData:
-    """Load a dataset by name; a missing one raises :class:`DatasetNotFoundError`."""
+    name: str,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+) -> TrainingData:
+    """Load a dataset by name; a missing one raises :class:`DatasetNotFoundError`.
+
+    ``image_size`` is the crop side of the datasets streamed from image files (ImageNet: 224);
+    the in-memory datasets have a fixed size and ignore it.
+    """
     if name not in DATASETS:
         raise DatasetNotFoundError(
             f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
         )
-    return DATASETS[name].loader(data_dir, download)
+    spec = DATASETS[name]
+    if spec.in_memory:
+        return spec.loader(data_dir, download)
+    return spec.loader(data_dir, download, image_size=image_size)

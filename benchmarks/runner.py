@@ -6,8 +6,12 @@ live in ``runs/<config>/<model>-<dataset>-<profile>-seed<seed>/last.pt``; ``resu
 continues a killed run there (and its MLflow run) to the same final result.
 
 Example:
-    >>> records = run_config(RunRequest("configs/cifar.yaml", profile="smoke",
-    ...                                 models=["resnet32"], progress=False))
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> records = run_config(RunRequest("configs/cifar.yaml", profile="smoke", models=["resnet32"],
+    ...     runs_dir=folder, tracking_uri=f"sqlite:///{folder}/mlflow.db", progress=False))
+    ... # doctest: +ELLIPSIS
+    resnet32 on digits [smoke, cpu]: top-1 error ...
     >>> records[0].dataset
     'digits'
 """
@@ -24,7 +28,7 @@ import yaml
 
 from benchmarks.checkpoint import load_checkpoint
 from benchmarks.config import ResolvedConfig, load_config
-from benchmarks.data import ImageData, load_dataset
+from benchmarks.data import TrainingData, load_dataset
 from benchmarks.errors import ConfigError, DeviceError
 from benchmarks.plots import learning_curve
 from benchmarks.profiling import profile_training_step
@@ -51,6 +55,7 @@ class RunRequest:
     runs_dir: str | Path = "runs"
     tracking_uri: str | None = None
     progress: bool = True
+    workers: int | None = None
 
 
 @dataclass
@@ -100,9 +105,11 @@ def run_config(request: RunRequest) -> list[RunRecord]:
     records = []
     for dataset_name in datasets:
         settings = resolved.training
-        data = load_dataset(dataset_name, request.data_dir, request.download).subset(
-            settings.train_examples, settings.test_examples
-        )
+        data = load_dataset(
+            dataset_name, request.data_dir, request.download, image_size=settings.image_size
+        ).subset(settings.train_examples, settings.test_examples)
+        if request.workers is not None and hasattr(data, "workers"):
+            data = dataclasses.replace(data, workers=request.workers)
         for model_name in models:
             records.append(_train_one(model_name, data, resolved, request, device, tracking_uri))
     return records
@@ -110,7 +117,7 @@ def run_config(request: RunRequest) -> list[RunRecord]:
 
 def _train_one(
     model_name: str,
-    data: ImageData,
+    data: TrainingData,
     resolved: ResolvedConfig,
     request: RunRequest,
     device: torch.device,
@@ -151,11 +158,9 @@ def _train_one(
             }
         )
         run.log_text(_resolved_yaml(resolved, model_name, data.name), "config.yaml")
-        probe_batch = min(settings.batch_size, len(data.train_images))
+        probe_images, probe_labels = data.probe_batch(settings.batch_size)
         probe = profile_training_step(
-            model.to(device),
-            data.train_images[:probe_batch].to(device),
-            data.train_labels[:probe_batch].to(device),
+            model.to(device), probe_images.to(device), probe_labels.to(device)
         )
         run.log_metrics(probe)
         outcome = train_classifier(
@@ -184,7 +189,8 @@ def _train_one(
         )
     print(
         f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
-        f"test error {final['test_error']:.2f}% | {int(probe['params']):,} params | "
+        f"top-1 error {final['test_error']:.2f}% (top-5 {final['test_top5_error']:.2f}%) | "
+        f"{int(probe['params']):,} params | "
         f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
         + (f" | resumed from step {outcome.resumed_from_step}" if outcome.resumed_from_step else "")
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.checkpoint import load_checkpoint, save_checkpoint
 from benchmarks.config import TrainSettings
-from benchmarks.data import BatchSampler, ImageData
+from benchmarks.data import Batch, TrainingData
 from benchmarks.errors import BenchmarkError, TrainingDivergedError
 
 __all__ = ["TrainingOutcome", "evaluate", "learning_rate_at", "make_optimizer", "train_classifier"]
@@ -76,27 +76,33 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
-) -> dict[str, float]:
-    """Test loss (nats) and top-1 error (%) of ``model`` in eval mode."""
+def evaluate(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    """Test loss (nats), top-1 and top-5 error (%) of ``model`` in eval mode.
+
+    Top-5 counts a prediction as right when the label is among the five largest logits (with
+    fewer than five classes it equals top-1 over all classes, i.e. 0).
+    """
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), device=images.device)
-    wrong = torch.zeros((), device=images.device)
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size])
-        target = labels[start : start + batch_size]
-        total_loss += F.cross_entropy(logits, target, reduction="sum")
-        wrong += (logits.argmax(dim=1) != target).sum()
+    total_loss, wrong, wrong_top5, count = 0.0, 0, 0, 0
+    for images, labels in batches:
+        logits = model(images)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        wrong += int((top5[:, 0] != labels).sum())
+        wrong_top5 += int((top5 != labels[:, None]).all(dim=1).sum())
+        count += len(labels)
     model.train(was_training)
-    count = len(images)
-    return {"test_loss": total_loss.item() / count, "test_error": 100.0 * wrong.item() / count}
+    return {
+        "test_loss": total_loss / count,
+        "test_error": 100.0 * wrong / count,
+        "test_top5_error": 100.0 * wrong_top5 / count,
+    }
 
 
 def train_classifier(
     model: nn.Module,
-    data: ImageData,
+    data: TrainingData,
     settings: TrainSettings,
     *,
     checkpoint_path: str | Path,
@@ -112,7 +118,7 @@ def train_classifier(
 
     Args:
         model: a classifier returning logits.
-        data: the dataset (moved to ``device`` here).
+        data: the dataset (delivered to ``device`` here).
         settings: the resolved training settings.
         checkpoint_path: where the atomic checkpoint is written every ``checkpoint_every``
             steps and at the end.
@@ -148,7 +154,8 @@ def train_classifier(
         elapsed_before = state["wall_time_s"]
         resumed_from = start_step
     data = data.to(device)
-    sampler = BatchSampler(len(data.train_images), settings.batch_size, seed)
+    batches = data.train_batches(settings.batch_size, seed, start_step, settings.augment)
+    eval_batch_size = 2 * settings.batch_size  # no activations kept: twice fits
 
     def checkpoint(step: int) -> None:
         save_checkpoint(
@@ -182,10 +189,7 @@ def train_classifier(
         lr = learning_rate_at(step, settings)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = sampler.indices(step).to(device)
-        images, labels = data.train_images[index], data.train_labels[index]
-        if settings.augment:
-            images = data.augmentation(images, sampler.augmentation_generator(step))
+        images, labels = next(batches)
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -215,7 +219,7 @@ def train_classifier(
                 img_s=f"{rates[-1]:.0f}",
             )
             if evaluate_now:
-                metrics.update(evaluate(model, data.test_images, data.test_labels))
+                metrics.update(evaluate(model, data.test_batches(eval_batch_size)))
                 history.append({"step": done, **metrics})
                 final = metrics
             log(metrics, done)
@@ -227,7 +231,7 @@ def train_classifier(
     bar.close()
     if not final:  # resumed from a finished run: report its last evaluation
         final = (
-            dict(history[-1]) if history else evaluate(model, data.test_images, data.test_labels)
+            dict(history[-1]) if history else evaluate(model, data.test_batches(eval_batch_size))
         )
         final.pop("step", None)
     steady = rates[1:] or rates

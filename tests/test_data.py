@@ -40,7 +40,9 @@ def test_missing_cifar_names_the_flag_to_set(name: str, tmp_path: Path) -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DatasetNotFoundError, match="known datasets: digits, cifar10, cifar100"):
+    with pytest.raises(
+        DatasetNotFoundError, match="known datasets: digits, digits64, cifar10, cifar100, imagenet"
+    ):
         load_dataset("mnist-typo")
 
 
