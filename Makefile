@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BENCH_CONFIGS ?= configs/cifar.yaml
 BENCH_PROFILE ?= quick
+# Tables whose models cannot train on a CPU: `make bench` measures their architectures only
+# (parameters, activation memory per image, inversion error, the inversion figure).
+PROBE_CONFIGS ?= configs/imagenet.yaml
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 18 --repeats 5
 
-.PHONY: install bench memory tables test lint format clean
+.PHONY: install bench memory probe tables test lint format clean
 
 install: $(STAMP)
 
@@ -22,13 +25,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Train every model of the default configs on the embedded digits data, measure memory and
-# speed of the reversible models against their baselines, then rewrite results/.
+# speed of the reversible models against their baselines, probe the ImageNet architectures,
+# then rewrite results/.
 bench: $(STAMP)
 	@for config in $(BENCH_CONFIGS); do \
 		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
 	done
 	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
+	@for config in $(PROBE_CONFIGS); do \
+		$(PYTHON) -m benchmarks probe $$config || exit $$?; \
+	done
 	$(PYTHON) -m benchmarks tables
+
+probe: $(STAMP)
+	@for config in $(PROBE_CONFIGS); do \
+		$(PYTHON) -m benchmarks probe $$config || exit $$?; \
+	done
 
 memory: $(STAMP)
 	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)

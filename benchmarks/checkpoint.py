@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["load_checkpoint", "save_checkpoint", "write_text_atomic"]
+__all__ = ["load_checkpoint", "save_checkpoint", "write_bytes_atomic", "write_text_atomic"]
 
 
 def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -41,6 +41,11 @@ def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     _write_atomic(Path(path), lambda stream: stream.write(text.encode()))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (figures)."""
+    _write_atomic(Path(path), lambda stream: stream.write(data))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks {run,tables,list}``.
+"""Command line: ``python -m benchmarks {run,tables,memory,probe,list}``.
 
 Examples:
     python -m benchmarks run configs/cifar.yaml --profile quick
@@ -8,6 +8,7 @@ Examples:
         --data-dir ~/data --resume          # continue a killed run
     python -m benchmarks tables             # rewrite results/*.md and results/*.csv
     python -m benchmarks memory --batch-size 128 --sweep 3 9 18 36
+    python -m benchmarks probe configs/imagenet.yaml   # params, memory/image, inversion
     python -m benchmarks list
 """
 
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="processes decoding images for datasets read from files, e.g. ImageNet "
+        "(default: min(8, CPUs))",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     tables = commands.add_parser("tables", help="compile results/ tables from MLflow")
@@ -107,6 +114,25 @@ def _parser() -> argparse.ArgumentParser:
     memory.add_argument("--out", type=Path, default=Path("results"))
     memory.add_argument("--tracking-uri")
 
+    probe = commands.add_parser(
+        "probe",
+        help="parameters, memory per image and inversion error of a config's models at the "
+        "published input size, and the inversion figure",
+    )
+    probe.add_argument("config", help="YAML experiment with a probe section: configs/imagenet.yaml")
+    probe.add_argument("--models", nargs="+", metavar="NAME", help="only these models")
+    probe.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="MODEL=PATH",
+        help="draw MODEL's inversion figure with the trained weights at PATH (a runner "
+        "checkpoint such as runs/imagenet/irevnet_b-imagenet-paper-seed0/last.pt); repeatable",
+    )
+    probe.add_argument("--no-figure", action="store_true", help="skip the inversion figure")
+    probe.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    probe.add_argument("--out", type=Path, default=Path("results"), help="folder of the figure")
+    probe.add_argument("--tracking-uri")
+
     listing = commands.add_parser("list", help="list registered models and configs")
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
@@ -130,6 +156,7 @@ def _run(args: argparse.Namespace) -> None:
             runs_dir=args.runs_dir,
             tracking_uri=args.tracking_uri,
             progress=not args.no_progress,
+            workers=args.workers,
         )
     )
 
@@ -176,6 +203,31 @@ def _memory(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _probe(args: argparse.Namespace) -> None:
+    from benchmarks.architecture_report import ProbeRequest, parse_checkpoints, run_probes
+
+    rows, figure = run_probes(
+        ProbeRequest(
+            config_path=args.config,
+            models=args.models,
+            device=args.device,
+            tracking_uri=args.tracking_uri,
+            out_dir=args.out,
+            checkpoints=parse_checkpoints(args.checkpoint),
+            figure=not args.no_figure,
+        )
+    )
+    for row in rows:
+        inversion = row["inversion_max_abs_error"]
+        print(
+            f"{row['model']}: {int(row['params']):,} params | "
+            f"{row['held_bytes_per_image'] / 2**20:.1f} MiB activations / image"
+            + ("" if inversion != inversion else f" | inversion error {inversion:.1e}")
+        )
+    if figure is not None:
+        print(f"wrote {figure}")
+
+
 def _list(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
@@ -195,7 +247,13 @@ def _list(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user error, with a one-line message)."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "tables": _tables, "memory": _memory, "list": _list}[args.command]
+    handler = {
+        "run": _run,
+        "tables": _tables,
+        "memory": _memory,
+        "probe": _probe,
+        "list": _list,
+    }[args.command]
     try:
         handler(args)
     except (BenchmarkError, UnknownModelError) as error:

@@ -30,6 +30,7 @@ from benchmarks.errors import ConfigError
 __all__ = [
     "PROFILES",
     "Config",
+    "ProbeSettings",
     "ProfileOverrides",
     "ResolvedConfig",
     "TrainSettings",
@@ -57,6 +58,22 @@ class TrainSettings:
     augment: bool = True
     train_examples: int | None = None
     test_examples: int | None = None
+    image_size: int | None = None  # crop side of datasets read from image files (ImageNet)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Untrained measurements of a table's models at the published input size.
+
+    ``python -m benchmarks probe`` builds each model for ``num_classes`` classes and measures,
+    on random images of ``image_size`` pixels, one training step at batch 1 and at
+    ``batch_size`` (the difference is the memory each extra image costs) and, for invertible
+    models, the reconstruction error of ``inverse(representation(x))``.
+    """
+
+    image_size: int
+    batch_size: int = 2
+    num_classes: int = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class Config:
     models: list[str]
     training: TrainSettings
     profiles: dict[str, ProfileOverrides] = field(default_factory=dict)
+    probe: ProbeSettings | None = None
     path: str = ""
 
     def resolve(self, profile: str) -> ResolvedConfig:
@@ -149,6 +167,10 @@ def load_config(path: str | Path) -> Config:
         profiles[name] = _build_profile(body or {}, f"{where}: profiles.{name}")
     config = replace(config, profiles=profiles)
     _check_training(config.training, f"{where}: training")
+    if config.probe is not None:
+        for key, value in dataclasses.asdict(config.probe).items():
+            if value <= 0:
+                raise ConfigError(f"{where}: 'probe.{key}' must be positive, got {value}")
     _check_names(config, where)
     for name in PROFILES:
         config.resolve(name)  # every profile must yield valid settings
@@ -195,11 +217,22 @@ def _build(cls: type, data: object, where: str, prefix: str = "") -> Any:
                 )
             continue
         value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            values[f.name] = _build(hints[f.name], value, where, prefix=key + ".")
+        section = _dataclass_of(hints[f.name])
+        if section is not None and value is not None:
+            values[f.name] = _build(section, value, where, prefix=key + ".")
         else:
             values[f.name] = _check_value(value, hints[f.name], f"{where}: key '{key}'")
     return cls(**values)
+
+
+def _dataclass_of(tp: object) -> type | None:
+    """The dataclass of a ``Section`` or ``Section | None`` annotation, else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        sections = [arg for arg in typing.get_args(tp) if dataclasses.is_dataclass(arg)]
+        return sections[0] if sections else None
+    return None
 
 
 def _unknown_key(key: str, allowed: list[str], where: str) -> typing.NoReturn:
@@ -278,7 +311,7 @@ def _check_training(training: TrainSettings, where: str) -> None:
     for key in positive:
         if getattr(training, key) <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {getattr(training, key)}")
-    for key in ("train_examples", "test_examples"):
+    for key in ("train_examples", "test_examples", "image_size"):
         value = getattr(training, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {value}")

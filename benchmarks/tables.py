@@ -20,9 +20,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks.architecture_report import (
+    build_architecture_table,
+    finished_probes,
+    render_architecture_markdown,
+)
 from benchmarks.checkpoint import write_text_atomic
 from benchmarks.config import PROFILES, Config, load_config
 from benchmarks.data import DATASETS
+from benchmarks.markdown import NOT_RUN, markdown_row, published_notes
 from benchmarks.tracking import resolve_tracking_uri
 from flows.registry import create, get_info
 
@@ -30,7 +36,6 @@ __all__ = ["build_table", "compile_tables", "finished_runs", "load_published", "
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_PATH = REPO_ROOT / "results" / "published.yaml"
-NOT_RUN = "not run"
 COLUMNS = [
     "model",
     "paper_row",
@@ -69,6 +74,8 @@ def finished_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     runs = mlflow.search_runs(
         experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'"
     )
+    if "tags.kind" in runs.columns:  # architecture probes are tabled apart
+        runs = runs[runs["tags.kind"] != "probe"]
     if runs.empty:
         return runs
     runs = runs.sort_values("end_time", ascending=False)
@@ -155,9 +162,12 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def render_markdown(config: Config, table: pd.DataFrame, tracking_uri: str) -> str:
+def render_markdown(
+    config: Config, table: pd.DataFrame, tracking_uri: str, published: dict | None = None
+) -> str:
     """The table as Markdown, with the notes that say what each number is."""
     today = datetime.date.today().isoformat()
+    published = published or {}
     lines = [
         f"# {config.title}",
         "",
@@ -184,8 +194,7 @@ def render_markdown(config: Config, table: pd.DataFrame, tracking_uri: str) -> s
         ran = row.profile != NOT_RUN
         profile = f"*{NOT_RUN}*" if not ran else f"`{row.profile}`"
         lines.append(
-            "| "
-            + " | ".join(
+            markdown_row(
                 [
                     row.model,
                     str(row.paper_row),
@@ -203,8 +212,8 @@ def render_markdown(config: Config, table: pd.DataFrame, tracking_uri: str) -> s
                     _duration(row.wall_time_s) if ran else "—",
                 ]
             )
-            + " |"
         )
+    lines += published_notes(published, config.name)
     return "\n".join(lines) + "\n"
 
 
@@ -221,9 +230,16 @@ def compile_tables(
     written = []
     for config_path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(config_path)
-        table = build_table(config, finished_runs(uri, config.name), published)
+        runs = finished_runs(uri, config.name)
+        if config.probe is None:
+            table = build_table(config, runs, published)
+            markdown = render_markdown(config, table, uri, published)
+        else:
+            probes = finished_probes(uri, config.name)
+            table = build_architecture_table(config, runs, probes, published)
+            markdown = render_architecture_markdown(config, table, uri, published)
         markdown_path, csv_path = out / f"{config.name}.md", out / f"{config.name}.csv"
-        write_text_atomic(markdown_path, render_markdown(config, table, uri))
+        write_text_atomic(markdown_path, markdown)
         write_text_atomic(csv_path, table.to_csv(index=False))
         written += [markdown_path, csv_path]
     return written

@@ -109,6 +109,7 @@ def test_tables_put_measured_rows_beside_published_and_not_run(
         "revnet38",
         "revnet110",
         "revnet164",
+        "irevnet_cifar",
     }
     revnet = table[(table.model == "revnet164") & (table.dataset == "cifar100")].iloc[0]
     assert revnet.profile == "not run" and revnet.published_error == 23.69

@@ -28,9 +28,10 @@ def test_parameter_count_matches_the_paper_table(name: str, printed_millions: fl
 
 def test_published_yaml_agrees_with_the_registry() -> None:
     published = yaml.safe_load((REPO_ROOT / "results" / "published.yaml").read_text())
-    for name, entry in published["cifar"]["models"].items():
-        assert entry["params"] == get_info(name).published_params
-        assert entry["row"] == get_info(name).row
+    for table in ("cifar", "imagenet"):
+        for name, entry in published[table]["models"].items():
+            assert entry.get("params") == get_info(name).published_params
+            assert entry["row"] == get_info(name).row and get_info(name).table == table
 
 
 def test_stage_layout_and_units() -> None:
