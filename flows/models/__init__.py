@@ -1,5 +1,5 @@
 """Model zoo: importing this package registers every model with :mod:`flows.registry`."""
 
-from flows.models import irevnet, resnet, revnet
+from flows.models import glow, irevnet, realnvp, resnet, revnet
 
-__all__ = ["irevnet", "resnet", "revnet"]
+__all__ = ["glow", "irevnet", "realnvp", "resnet", "revnet"]

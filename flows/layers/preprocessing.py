@@ -1,0 +1,74 @@
+"""Pre-processing of images for flows: uniform dequantization and RealNVP's logit transform.
+
+Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017, Sec. 4.1;
+official code ``tensorflow/models``, ``research/real_nvp/real_nvp_multiscale_dataset.py``
+(``data_constraint = 0.9``: ``p = 0.05 + 0.9 y``, ``z = logit(p)``, ``transform_cost``).
+Theis, van den Oord, Bethge. "A note on the evaluation of generative models". ICLR 2016
+(uniform dequantization).
+
+Example:
+    >>> import torch
+    >>> x = torch.tensor([[0, 1, 2]])                 # three levels: 0, 1, 2
+    >>> y = dequantize(x, levels=3, generator=torch.Generator().manual_seed(0))
+    >>> bool(((y >= x / 3) & (y < (x + 1) / 3)).all())
+    True
+    >>> z, logdet = LogitTransform()(torch.full((1, 1, 2, 2), 0.5))
+    >>> z.abs().max().item(), round(logdet.item(), 4)     # 4 * (log 0.9 - 2 log 0.5)
+    (0.0, 5.1237)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["LogitTransform", "dequantize"]
+
+
+def dequantize(
+    x: torch.Tensor,
+    levels: int = 256,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Integer images with values ``0 .. levels - 1`` -> ``y = (x + u) / levels``, ``u ~ U[0, 1)``.
+
+    ``dtype`` defaults to ``x``'s if it is floating point, else the default dtype. With a
+    ``generator`` the noise is reproducible.
+    """
+    if dtype is None:
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    noise = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+    return (x.to(dtype) + noise) / levels
+
+
+class LogitTransform(nn.Module):
+    """``y in [0, 1] -> z = logit(alpha + (1 - 2 alpha) y)``, RealNVP's pre-processing.
+
+    log-determinant: ``sum(log(1 - 2 alpha) - log p - log(1 - p))`` over all dimensions, the
+    official ``transform_cost``. The inverse ``y = (sigmoid(z) - alpha) / (1 - 2 alpha)`` maps
+    all of R back, to ``(-alpha / (1 - 2 alpha), 1 + alpha / (1 - 2 alpha))``.
+
+    Args:
+        alpha: 0.05 in the official code (``data_constraint = 1 - 2 alpha = 0.9``).
+    """
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__()
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = alpha
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.alpha + (1.0 - 2.0 * self.alpha) * y
+        log_p, log_1mp = torch.log(p), torch.log1p(-p)
+        log_jacobian = math.log1p(-2.0 * self.alpha) - log_p - log_1mp
+        return log_p - log_1mp, log_jacobian.flatten(1).sum(1)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(z) - self.alpha) / (1.0 - 2.0 * self.alpha)
