@@ -5,15 +5,15 @@ STAMP := $(VENV)/.installed
 # PyTorch is installed first and pinned: these are the releases this suite is tested with.
 # Override on another platform, e.g. `make install TORCH="torch torchvision"`.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-BENCH_CONFIGS ?= configs/cifar.yaml
+BENCH_CONFIGS ?= configs/cifar.yaml configs/density.yaml
 BENCH_PROFILE ?= quick
 # Tables whose models cannot train on a CPU: `make bench` measures their architectures only
 # (parameters, activation memory per image, inversion error, the inversion figure).
 PROBE_CONFIGS ?= configs/imagenet.yaml
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
-MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 18 --repeats 5
+MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
-.PHONY: install bench memory probe tables test lint format clean
+.PHONY: install bench memory probe tables test perf flow-speed lint format clean
 
 install: $(STAMP)
 
@@ -50,6 +50,17 @@ tables: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest
+
+# Micro-benchmarks of the flow layers; compare two runs with
+# `.venv/bin/pytest-benchmark compare results/perf/*.json`.
+perf: $(STAMP)
+	$(PYTHON) -m pytest tests/perf --benchmark-enable --benchmark-only \
+		--benchmark-json=results/perf/flow_layers.json -p no:doctest
+
+# Training speed of Glow and RealNVP beside normflows' Glow (installs the optional extra).
+flow-speed: $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[peer]'
+	$(PYTHON) -m benchmarks flow-speed
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check flows benchmarks tests

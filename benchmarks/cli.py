@@ -133,6 +133,19 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--out", type=Path, default=Path("results"), help="folder of the figure")
     probe.add_argument("--tracking-uri")
 
+    speed = commands.add_parser(
+        "flow-speed",
+        help="training images/s of Glow and RealNVP, beside normflows' Glow (optional extra)",
+    )
+    speed.add_argument("--levels", type=int, default=3, help="Glow levels L (default 3)")
+    speed.add_argument("--steps", type=int, default=8, help="Glow steps per level K (default 8)")
+    speed.add_argument("--width", type=int, default=128, help="coupling width (default 128)")
+    speed.add_argument("--batch-size", type=int, default=16)
+    speed.add_argument("--repeats", type=int, default=5, help="timed steps per model")
+    speed.add_argument("--no-peer", action="store_true", help="skip normflows")
+    speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    speed.add_argument("--out", type=Path, default=Path("results"))
+
     listing = commands.add_parser("list", help="list registered models and configs")
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
@@ -228,6 +241,41 @@ def _probe(args: argparse.Namespace) -> None:
         print(f"wrote {figure}")
 
 
+def _flow_speed(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    import pandas as pd
+
+    from benchmarks.checkpoint import write_text_atomic
+    from benchmarks.flow_speed import FlowSpeedSettings, measure_flow_speed, render_flow_speed
+    from benchmarks.runner import resolve_device
+    from benchmarks.tracking import device_name
+
+    peer = not args.no_peer
+    if peer and importlib.util.find_spec("normflows") is None:
+        raise BenchmarkError(
+            "normflows is not installed: run `.venv/bin/pip install -e '.[peer]'` (or "
+            "`make flow-speed`), or pass --no-peer"
+        )
+    if min(args.levels, args.steps, args.width, args.batch_size, args.repeats) <= 0:
+        raise BenchmarkError("--levels, --steps, --width, --batch-size, --repeats: positive")
+    device = resolve_device(args.device)
+    settings = FlowSpeedSettings(
+        levels=args.levels,
+        steps=args.steps,
+        width=args.width,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
+    rows = measure_flow_speed(settings, peer=peer, device=device)
+    markdown, csv = args.out / "flow_speed.md", args.out / "flow_speed.csv"
+    write_text_atomic(markdown, render_flow_speed(rows, device_name(device)))
+    write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
+    for row in rows:
+        print(f"{row['model']}: {row['train_images_per_s']:.1f} img/s")
+    print(f"wrote {markdown}\nwrote {csv}")
+
+
 def _list(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
@@ -252,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tables": _tables,
         "memory": _memory,
         "probe": _probe,
+        "flow-speed": _flow_speed,
         "list": _list,
     }[args.command]
     try:

@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 PROFILES = ("paper", "quick", "smoke")
+OPTIMIZERS = ("sgd", "adam", "adamax")
+TASKS = ("classification", "density")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class TrainSettings:
     train_examples: int | None = None
     test_examples: int | None = None
     image_size: int | None = None  # crop side of datasets read from image files (ImageNet)
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 (Glow, Flow++)
+    grad_clip: float | None = None  # max global gradient norm
+    ema_decay: float | None = None  # evaluate an exponential moving average of the weights
+    weight_norm_l2: float = 0.0  # L2 on weight-norm scales (RealNVP: 5e-5)
+    eval_samples: int = 1  # S of the importance-weighted bound at the final evaluation
 
 
 @dataclass(frozen=True)
@@ -78,11 +85,14 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class ProfileOverrides:
-    """What a profile changes: its datasets, a note saying how it departs, training keys."""
+    """What a profile changes: its datasets, a note saying how it departs, training keys,
+    and builder arguments per model (``model_args``, e.g. a smaller width on CPU)."""
 
     datasets: list[str] | None = None
     note: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_training: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ class Config:
     training: TrainSettings
     profiles: dict[str, ProfileOverrides] = field(default_factory=dict)
     probe: ProbeSettings | None = None
+    model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_training: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: str = ""
 
     def resolve(self, profile: str) -> ResolvedConfig:
@@ -107,12 +119,27 @@ class Config:
         overrides = self.profiles.get(profile, ProfileOverrides())
         training = replace(self.training, **overrides.training)
         _check_training(training, f"{self.path}: profiles.{profile}")
+        model_args = {name: dict(self.model_args.get(name, {})) for name in self.models}
+        for name, args in overrides.model_args.items():
+            model_args[name].update(args)
+        per_model = {}
+        for name in {*self.model_training, *overrides.model_training}:
+            changes = {
+                **self.model_training.get(name, {}),
+                **overrides.training,
+                **overrides.model_training.get(name, {}),
+            }
+            settings = replace(self.training, **changes)
+            _check_training(settings, f"{self.path}: model_training.{name} ({profile})")
+            per_model[name] = settings
         return ResolvedConfig(
             config=self,
             profile=profile,
             datasets=list(overrides.datasets or self.datasets),
             training=training,
             note=overrides.note,
+            model_args=model_args,
+            model_training=per_model,
         )
 
 
@@ -125,9 +152,16 @@ class ResolvedConfig:
     datasets: list[str]
     training: TrainSettings
     note: str = ""
+    model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_training: dict[str, TrainSettings] = field(default_factory=dict)
 
-    def as_params(self) -> dict[str, object]:
-        """Flat ``key -> value`` view for MLflow params."""
+    def training_for(self, model: str) -> TrainSettings:
+        """The settings ``model`` trains with: the config's, its ``model_training`` changes
+        (e.g. Glow's Adamax beside RealNVP's Adam in one table), then the profile's."""
+        return self.model_training.get(model, self.training)
+
+    def as_params(self, model: str | None = None) -> dict[str, object]:
+        """Flat ``key -> value`` view for MLflow params (``model``'s training settings)."""
         params: dict[str, object] = {
             "config": self.config.name,
             "config_path": self.config.path,
@@ -135,9 +169,15 @@ class ResolvedConfig:
             "source": self.config.source,
             "profile_note": self.note or "documented settings",
         }
-        for key, value in dataclasses.asdict(self.training).items():
+        for key, value in dataclasses.asdict(
+            self.training_for(model) if model else self.training
+        ).items():
             params[f"training.{key}"] = value
         return params
+
+    def model_kwargs(self, model: str) -> dict[str, Any]:
+        """Builder arguments of ``model`` in this profile (config-level, then profile)."""
+        return dict(self.model_args.get(model, {}))
 
 
 def load_config(path: str | Path) -> Config:
@@ -154,7 +194,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     where = str(path)
     raw_profiles = raw.pop("profiles", {}) or {}
+    raw_model_args = _check_model_args(raw.pop("model_args", {}) or {}, f"{where}: model_args")
+    model_training = _check_model_training(raw.pop("model_training", {}) or {}, where)
     config = _build(Config, {**raw, "profiles": {}, "path": where}, where)
+    config = replace(config, model_args=raw_model_args, model_training=model_training)
     profiles = {}
     if not isinstance(raw_profiles, dict):
         raise ConfigError(f"{where}: key 'profiles': expected a mapping of profile names")
@@ -183,17 +226,45 @@ def _build_profile(body: object, where: str) -> ProfileOverrides:
     body = dict(body)
     datasets = body.pop("datasets", None)
     note = body.pop("note", "")
+    model_args = body.pop("model_args", {})
+    model_training = _check_model_training(body.pop("model_training", {}) or {}, where)
     hints = typing.get_type_hints(TrainSettings)
     training = {}
     for key, value in body.items():
         if key not in hints:
-            _unknown_key(key, [*hints, "datasets", "note"], where)
+            _unknown_key(key, [*hints, "datasets", "note", "model_args", "model_training"], where)
         training[key] = _check_value(value, hints[key], f"{where}.{key}")
     return ProfileOverrides(
         datasets=_check_value(datasets, list[str] | None, f"{where}.datasets"),
         note=_check_value(note, str, f"{where}.note"),
         training=training,
+        model_args=_check_model_args(model_args, f"{where}.model_args"),
+        model_training=model_training,
     )
+
+
+def _check_model_training(raw: object, where: str) -> dict[str, dict[str, Any]]:
+    """Per-model training changes: every key a training key of the right type."""
+    hints = typing.get_type_hints(TrainSettings)
+    checked = {}
+    for name, changes in _check_model_args(raw, f"{where}: model_training").items():
+        checked[name] = {}
+        for key, value in changes.items():
+            if key not in hints:
+                _unknown_key(f"model_training.{name}.{key}", list(hints), where)
+            checked[name][key] = _check_value(
+                value, hints[key], f"{where}: key 'model_training.{name}.{key}'"
+            )
+    return checked
+
+
+def _check_model_args(value: object, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(
+            f"{where}: expected a mapping of model name -> mapping of builder arguments, "
+            f"got {_describe(value)}"
+        )
+    return {str(name): dict(args) for name, args in value.items()}
 
 
 def _build(cls: type, data: object, where: str, prefix: str = "") -> Any:
@@ -298,8 +369,11 @@ def _describe(value: object) -> str:
 
 
 def _check_training(training: TrainSettings, where: str) -> None:
-    if training.optimizer != "sgd":
-        raise ConfigError(f"{where}: optimizer {training.optimizer!r} is not supported; use 'sgd'")
+    if training.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"{where}: optimizer {training.optimizer!r} is not supported; use one of "
+            f"{', '.join(OPTIMIZERS)}"
+        )
     positive = (
         "learning_rate",
         "batch_size",
@@ -311,10 +385,14 @@ def _check_training(training: TrainSettings, where: str) -> None:
     for key in positive:
         if getattr(training, key) <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {getattr(training, key)}")
-    for key in ("train_examples", "test_examples", "image_size"):
+    for key in ("train_examples", "test_examples", "image_size", "grad_clip", "eval_samples"):
         value = getattr(training, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    if training.warmup_steps < 0 or training.weight_norm_l2 < 0:
+        raise ConfigError(f"{where}: 'warmup_steps' and 'weight_norm_l2' must be >= 0")
+    if training.ema_decay is not None and not 0 < training.ema_decay < 1:
+        raise ConfigError(f"{where}: 'ema_decay' must be in (0, 1), got {training.ema_decay}")
     milestones = training.lr_milestones
     if milestones != sorted(milestones) or any(not 0 < m < training.steps for m in milestones):
         raise ConfigError(
@@ -324,19 +402,58 @@ def _check_training(training: TrainSettings, where: str) -> None:
 
 
 def _check_names(config: Config, where: str) -> None:
+    import inspect
+
     from benchmarks.data import DATASETS
+    from benchmarks.density_data import DENSITY_DATASETS
     from flows.registry import UnknownModelError, get_info
 
+    if config.task not in TASKS:
+        raise ConfigError(
+            f"{where}: key 'task': {config.task!r} is not a task; use one of {', '.join(TASKS)}"
+        )
     for name in config.models:
         try:
-            get_info(name)
+            info = get_info(name)
         except UnknownModelError as error:
             raise ConfigError(f"{where}: key 'models': {error}") from None
+        if info.task != config.task:
+            raise ConfigError(
+                f"{where}: model {name!r} is a {info.task} model, this config's task is "
+                f"{config.task!r}"
+            )
+    sections = [("model_args", config.model_args)]
+    trained = [("model_training", config.model_training)] + [
+        (f"profiles.{p}.model_training", body.model_training) for p, body in config.profiles.items()
+    ]
+    for key, section in trained:
+        for name in section:
+            if name not in config.models:
+                raise ConfigError(
+                    f"{where}: key '{key}.{name}': not a model of this config "
+                    f"({', '.join(config.models)})"
+                )
+    sections += [
+        (f"profiles.{p}.model_args", body.model_args) for p, body in config.profiles.items()
+    ]
+    for key, model_args in sections:
+        for name, args in model_args.items():
+            if name not in config.models:
+                raise ConfigError(
+                    f"{where}: key '{key}.{name}': not a model of this config "
+                    f"({', '.join(config.models)})"
+                )
+            accepted = inspect.signature(get_info(name).builder).parameters
+            for arg in args:
+                if arg not in accepted:
+                    _unknown_key(f"{key}.{name}.{arg}", list(accepted), where)
+    known = DENSITY_DATASETS if config.task == "density" else DATASETS
     datasets = list(config.datasets)
     for profile in config.profiles.values():
         datasets += profile.datasets or []
     for name in datasets:
-        if name not in DATASETS:
+        if name not in known:
             raise ConfigError(
-                f"{where}: unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
+                f"{where}: unknown dataset {name!r}; known {config.task} datasets: "
+                f"{', '.join(known)}"
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["learning_curve"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["learning_curve", "sample_grid"]
 
 
 def learning_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -27,6 +32,31 @@ def learning_curve(history: list[dict[str, float]], title: str) -> Figure:
     error_axis.plot(steps, [p["test_error"] for p in history], marker=".", label="test")
     error_axis.set(xlabel="step", ylabel="error (%)")
     error_axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def sample_grid(samples: dict[float, torch.Tensor], title: str, columns: int = 8) -> Figure:
+    """One panel of samples per temperature; images ``(n, C, H, W)`` with values in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> figure = sample_grid({0.7: torch.rand(16, 1, 8, 8), 1.0: torch.rand(16, 1, 8, 8)},
+        ...                      "glow on digits")
+        >>> len(figure.axes)
+        2
+    """
+    from torchvision.utils import make_grid
+
+    figure, axes = plt.subplots(1, len(samples), figsize=(4.2 * len(samples), 4.6), squeeze=False)
+    for axis, (temperature, images) in zip(axes[0], samples.items(), strict=True):
+        grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=columns, padding=1)
+        axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axis.set_title(f"temperature {temperature:g}")
+        axis.set_xticks([])
+        axis.set_yticks([])
     figure.suptitle(title)
     figure.tight_layout()
     plt.close(figure)

@@ -36,7 +36,7 @@ from benchmarks.tracking import TrackedRun, environment_tags, resolve_tracking_u
 from benchmarks.training import train_classifier
 from flows.registry import create, get_info
 
-__all__ = ["RunRecord", "RunRequest", "resolve_device", "run_config"]
+__all__ = ["RunRecord", "RunRequest", "resolve_device", "resolved_yaml", "run_config"]
 
 
 @dataclass
@@ -99,6 +99,10 @@ def run_config(request: RunRequest) -> list[RunRecord]:
                 f"model {name!r} is not a row of {config.path}{hint}; its models: "
                 f"{', '.join(config.models)}"
             )
+    if config.task == "density":
+        from benchmarks.density_runner import run_density_config
+
+        return run_density_config(request, resolved)
     datasets = [request.dataset] if request.dataset else resolved.datasets
     device = resolve_device(request.device)
     tracking_uri = resolve_tracking_uri(request.tracking_uri)
@@ -131,7 +135,12 @@ def _train_one(
     if request.resume and checkpoint_path.exists():
         run_id = load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
     torch.manual_seed(request.seed)
-    model = create(model_name, num_classes=data.num_classes, in_channels=data.channels)
+    model = create(
+        model_name,
+        num_classes=data.num_classes,
+        in_channels=data.channels,
+        **resolved.model_kwargs(model_name),
+    )
     reproduction = resolved.profile == "paper" and data.name in config.datasets
     with TrackedRun(tracking_uri, config.name, run_name=label, run_id=run_id) as run:
         run.set_tags(
@@ -150,14 +159,14 @@ def _train_one(
         )
         run.log_params(
             {
-                **resolved.as_params(),
+                **resolved.as_params(model_name),
                 "model": model_name,
                 "dataset": data.name,
                 "dataset_description": data.description,
                 "seed": request.seed,
             }
         )
-        run.log_text(_resolved_yaml(resolved, model_name, data.name), "config.yaml")
+        run.log_text(resolved_yaml(resolved, model_name, data.name), "config.yaml")
         probe_images, probe_labels = data.probe_batch(settings.batch_size)
         probe = profile_training_step(
             model.to(device), probe_images.to(device), probe_labels.to(device)
@@ -206,7 +215,7 @@ def _train_one(
     )
 
 
-def _resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:
+def resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:
     document = {
         "config": resolved.config.path,
         "model": model,
@@ -214,6 +223,7 @@ def _resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:
         "profile": resolved.profile,
         "profile_note": resolved.note,
         "source": resolved.config.source,
-        "training": dataclasses.asdict(resolved.training),
+        "training": dataclasses.asdict(resolved.training_for(model)),
+        "model_args": resolved.model_kwargs(model),
     }
     return yaml.safe_dump(document, sort_keys=False)

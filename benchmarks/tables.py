@@ -231,7 +231,18 @@ def compile_tables(
     for config_path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(config_path)
         runs = finished_runs(uri, config.name)
-        if config.probe is None:
+        if config.task == "density":
+            from benchmarks.density_table import (
+                build_density_table,
+                copy_sample_grids,
+                render_density_markdown,
+            )
+
+            table = build_density_table(config, runs, published)
+            grids = copy_sample_grids(table, uri, out)
+            markdown = render_density_markdown(config, table, uri, published, grids)
+            written += list(grids.values())
+        elif config.probe is None:
             table = build_table(config, runs, published)
             markdown = render_markdown(config, table, uri, published)
         else:

@@ -38,7 +38,18 @@ from benchmarks.config import TrainSettings
 from benchmarks.data import Batch, TrainingData
 from benchmarks.errors import BenchmarkError, TrainingDivergedError
 
-__all__ = ["TrainingOutcome", "evaluate", "learning_rate_at", "make_optimizer", "train_classifier"]
+__all__ = [
+    "TrainingOutcome",
+    "check_same_settings",
+    "evaluate",
+    "learning_rate_at",
+    "make_optimizer",
+    "progress_bar",
+    "restore_training_state",
+    "stop_if_diverged",
+    "train_classifier",
+    "training_state",
+]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 
@@ -53,26 +64,33 @@ class TrainingOutcome:
     wall_time_s: float = 0.0
     train_images_per_s: float = float("nan")
     resumed_from_step: int | None = None
+    evaluation_model: nn.Module | None = None  # the weights evaluated (an EMA, if any)
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:
-    """Piecewise-constant schedule: ``lr * lr_decay ** (milestones passed)``."""
+    """Linear warm-up over ``warmup_steps`` (Glow, Flow++), then piecewise constant:
+    ``lr * lr_decay ** (milestones passed)``."""
     passed = sum(step >= milestone for milestone in settings.lr_milestones)
-    return settings.learning_rate * settings.lr_decay**passed
+    warmup = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps else 1.0
+    return warmup * settings.learning_rate * settings.lr_decay**passed
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """SGD with weight decay on conv and linear weights (ndim > 1) only, not BN or biases."""
+    """The config's optimizer; weight decay on conv and linear weights (ndim > 1) only.
+
+    ``sgd`` (with ``momentum``) is the classifiers' recipe; ``adam`` and ``adamax`` (default
+    betas 0.9, 0.999) are the flows' (RealNVP: Adam; Glow: Adamax).
+    """
     decayed = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return torch.optim.SGD(
-        [
-            {"params": decayed, "weight_decay": settings.weight_decay},
-            {"params": plain, "weight_decay": 0.0},
-        ],
-        lr=settings.learning_rate,
-        momentum=settings.momentum,
-    )
+    groups = [
+        {"params": decayed, "weight_decay": settings.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=settings.learning_rate, momentum=settings.momentum)
+    optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[settings.optimizer]
+    return optimizer(groups, lr=settings.learning_rate)
 
 
 @torch.no_grad()
@@ -145,11 +163,7 @@ def train_classifier(
     start_step, history, elapsed_before = 0, [], 0.0
     resumed_from = None
     if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        _check_same_settings(state["settings"], settings, checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        state = restore_training_state(checkpoint_path, settings, model, optimizer)
         start_step, history = state["step"], state["history"]
         elapsed_before = state["wall_time_s"]
         resumed_from = start_step
@@ -158,32 +172,23 @@ def train_classifier(
     eval_batch_size = 2 * settings.batch_size  # no activations kept: twice fits
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "history": history,
-                "wall_time_s": elapsed_before + time.perf_counter() - started,
-                "settings": dataclasses.asdict(settings),
-                "seed": seed,
-                "extra": extra_state or {},
-            },
+        elapsed = elapsed_before + time.perf_counter() - started
+        state = training_state(
+            model,
+            optimizer,
+            step=step,
+            history=history,
+            wall_time_s=elapsed,
+            settings=settings,
+            seed=seed,
+            extra=extra_state,
         )
+        save_checkpoint(checkpoint_path, state)
 
     started = time.perf_counter()
     interval_start, rates = started, []
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = tqdm(
-        total=settings.steps,
-        initial=start_step,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-        leave=False,
-    )
+    bar = progress_bar(settings, start_step, progress)
     final: dict[str, float] = {}
     for step in range(start_step, settings.steps):
         lr = learning_rate_at(step, settings)
@@ -203,7 +208,7 @@ def train_classifier(
         checkpoint_now = done % settings.checkpoint_every == 0 or is_last
         if done % settings.log_every == 0 or evaluate_now or checkpoint_now:
             losses, errors = (torch.stack(column).cpu() for column in zip(*pending, strict=True))
-            _stop_if_diverged(losses, done - len(pending), checkpoint_path)
+            stop_if_diverged(losses, done - len(pending), checkpoint_path)
             now = time.perf_counter()
             rates.append(len(pending) * settings.batch_size / (now - interval_start))
             metrics = {
@@ -245,7 +250,58 @@ def train_classifier(
     )
 
 
-def _stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Path) -> None:
+def progress_bar(settings: TrainSettings, start_step: int, enabled: bool) -> tqdm:
+    """The per-step progress bar of a training loop."""
+    return tqdm(
+        total=settings.steps,
+        initial=start_step,
+        disable=not enabled,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    step: int,
+    history: list[dict[str, float]],
+    wall_time_s: float,
+    settings: TrainSettings,
+    seed: int,
+    extra: dict[str, Any] | None,
+    **more: Any,
+) -> dict[str, Any]:
+    """Everything a checkpoint holds for an exact resume (``more``: e.g. EMA weights)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "history": history,
+        "wall_time_s": wall_time_s,
+        "settings": dataclasses.asdict(settings),
+        "seed": seed,
+        "extra": extra or {},
+        **more,
+    }
+
+
+def restore_training_state(
+    path: Path, settings: TrainSettings, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Load a checkpoint written with the same settings into ``model`` and ``optimizer``."""
+    state = load_checkpoint(path)
+    check_same_settings(state["settings"], settings, path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+def stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Path) -> None:
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad) == 0:
         return
@@ -263,7 +319,7 @@ def _stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Pa
     )
 
 
-def _check_same_settings(saved: dict[str, Any], settings: TrainSettings, path: Path) -> None:
+def check_same_settings(saved: dict[str, Any], settings: TrainSettings, path: Path) -> None:
     current = dataclasses.asdict(settings)
     changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if changed:

@@ -63,14 +63,14 @@ def test_mlflow_records_config_environment_metrics_and_artifacts(quick_run: dict
         "cpu",
     )
     assert tags["reproduction"] == "no" and tags["torch_version"] and tags["git_revision"]
-    assert params["training.steps"] == "300" and params["training.batch_size"] == "100"
-    assert params["training.lr_milestones"] == "[150, 225]"
+    assert params["training.steps"] == "240" and params["training.batch_size"] == "100"
+    assert params["training.lr_milestones"] == "[120, 180]"
     assert "digits" in params["profile_note"]
-    assert metrics["params"] == 463_866 and metrics["steps"] == 300
+    assert metrics["params"] == 463_866 and metrics["steps"] == 240
     assert metrics["wall_time_s"] > 0 and metrics["train_images_per_s"] > 0
     assert metrics["activation_bytes"] > 0
     curve = client.get_metric_history(run.info.run_id, "test_error")
-    assert [m.step for m in curve] == [100, 200, 300, 300]
+    assert [m.step for m in curve] == [100, 200, 240, 240]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "learning_curve.png"} <= artifacts
     checkpoint = quick_run["root"] / "runs" / "cifar" / "resnet32-digits-quick-seed0" / "last.pt"
@@ -98,7 +98,7 @@ def test_tables_put_measured_rows_beside_published_and_not_run(
     )
     table = pd.read_csv(out / "cifar.csv")
     measured = table[(table.model == "resnet32") & (table.dataset == "digits")].iloc[0]
-    assert measured.profile == "quick" and measured.steps == 300
+    assert measured.profile == "quick" and measured.steps == 240
     assert pd.isna(measured.difference) and pd.isna(measured.published_error)
     cifar10 = table[(table.model == "resnet32") & (table.dataset == "cifar10")].iloc[0]
     assert cifar10.profile == "not run" and cifar10.published_error == 7.14
