@@ -476,3 +476,14 @@ def test_brute_force_logdet_of_a_linear_map() -> None:
     x = _randn(3, 4)
     logdet = brute_force_logdet(lambda v: v @ matrix.T, x)
     assert torch.allclose(logdet, torch.linalg.slogdet(matrix).logabsdet.expand(3), atol=1e-12)
+
+
+def test_edge_padded_conv_equals_the_official_concatenated_form() -> None:
+    """Conv2dSame splits the edge indicator off (cheaper); it must equal conv(cat[pad(x), 1])."""
+    from flows.layers import Conv2dSame, edge_pad
+
+    torch.manual_seed(0)
+    conv = Conv2dSame(5, 7).double()
+    torch.nn.init.normal_(conv.conv.bias)
+    x = torch.randn(3, 5, 6, 4, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), conv.conv(edge_pad(x, 3)), atol=1e-12, rtol=0)

@@ -69,7 +69,16 @@ class Conv2dSame(nn.Module):
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(edge_pad(x, self.kernel_size) if self.edge_bias else x)
+        if not self.edge_bias:
+            return self.conv(x)
+        # conv(cat[pad(x), indicator]) split by input channel, which convolution is linear in:
+        # the image part is an ordinary zero-padded conv, and the indicator part does not depend
+        # on the batch, so it is computed once at batch size 1 and broadcast. Same result as
+        # ``self.conv(edge_pad(x, k))`` without copying the padded batch.
+        weight, pad = self.conv.weight, self.kernel_size // 2
+        out = F.conv2d(x, weight[:, :-1], self.conv.bias, padding=pad)
+        indicator = F.pad(x.new_zeros(1, 1, *x.shape[2:]), (pad, pad, pad, pad), value=1.0)
+        return out + F.conv2d(indicator, weight[:, -1:])
 
 
 class ZeroConv2d(Conv2dSame):
