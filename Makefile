@@ -55,7 +55,7 @@ test: $(STAMP)
 # `.venv/bin/pytest-benchmark compare results/perf/*.json`.
 perf: $(STAMP)
 	$(PYTHON) -m pytest tests/perf --benchmark-enable --benchmark-only \
-		--benchmark-json=results/perf/flow_layers.json -p no:doctest
+		--benchmark-json=results/perf/flow_layers.json
 
 # Training speed of Glow and RealNVP beside normflows' Glow (installs the optional extra).
 flow-speed: $(STAMP)

@@ -243,8 +243,11 @@ def render_density_markdown(
 
 def copy_sample_grids(table: pd.DataFrame, tracking_uri: str, out_dir: Path) -> dict[str, Path]:
     """Copy each measured run's ``samples.png`` artifact to ``out_dir``; label -> path."""
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow.MlflowClient(tracking_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
     copied = {}

@@ -251,11 +251,11 @@ def train_classifier(
 
 
 def progress_bar(settings: TrainSettings, start_step: int, enabled: bool) -> tqdm:
-    """The per-step progress bar of a training loop."""
+    """The per-step progress bar of a training loop (only on a terminal: logs stay readable)."""
     return tqdm(
         total=settings.steps,
         initial=start_step,
-        disable=not enabled,
+        disable=None if enabled else True,
         unit="step",
         dynamic_ncols=True,
         leave=False,
