@@ -83,11 +83,15 @@ def test_augmentation_crops_and_flips_differently_per_example(folder: Path) -> N
     assert torch.equal(plain[0], plain[1])  # without augmentation: the center crop every time
 
 
-def test_missing_or_malformed_folders_name_the_flag_and_the_layout(tmp_path: Path) -> None:
+def test_missing_or_malformed_folders_name_the_flag_and_the_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(DatasetNotFoundError, match="--data-dir"):
         load_dataset("imagenet")
-    with pytest.raises(DatasetNotFoundError, match="cannot be downloaded"):
-        load_dataset("imagenet", tmp_path, download=True)
+    # asking the CLI to fetch ImageNet is refused before anything touches the network
+    command = ["run", "configs/imagenet.yaml", "--profile", "paper", "--dataset", "imagenet"]
+    assert main([*command, "--data-dir", str(tmp_path), "--download"]) == 2
+    assert "cannot be downloaded" in capsys.readouterr().err
     (tmp_path / "train" / CLASSES[0]).mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match=r"val is not a folder.*valprep"):
         load_dataset("imagenet", tmp_path)
