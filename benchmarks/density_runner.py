@@ -34,7 +34,7 @@ from benchmarks.checkpoint import load_checkpoint
 from benchmarks.config import ResolvedConfig
 from benchmarks.density_data import DiscreteImages, load_density_dataset
 from benchmarks.density_training import train_density
-from benchmarks.plots import sample_grid
+from benchmarks.plots import bits_per_dim_curve, sample_grid
 from benchmarks.profiling import count_parameters
 from benchmarks.runner import RunRecord, RunRequest, resolve_device, resolved_yaml
 from benchmarks.tracking import TrackedRun, environment_tags, resolve_tracking_uri
@@ -195,7 +195,7 @@ def _train_one(
         figure.savefig(checkpoint_path.parent / "samples.png", dpi=110)
         run.log_figure(figure, "samples.png")
         if outcome.history:
-            run.log_figure(_bpd_curve(outcome.history, title), "learning_curve.png")
+            run.log_figure(bits_per_dim_curve(outcome.history, title), "learning_curve.png")
     iw = (
         f" | IW bound (S={int(final['iw_samples'])}) {final['test_bpd_iw']:.3f}"
         if "test_bpd_iw" in final
@@ -216,18 +216,3 @@ def _train_one(
         run.run_id,
         final,
     )
-
-
-def _bpd_curve(history: list[dict[str, float]], title: str) -> object:
-    from benchmarks.plots import plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    steps = [point["step"] for point in history]
-    axis.plot(steps, [p["train_bpd"] for p in history], marker=".", label="train")
-    axis.plot(steps, [p["test_bpd"] for p in history], marker=".", label="test")
-    axis.set(xlabel="step", ylabel="bits/dim")
-    axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    plt.close(figure)
-    return figure

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["learning_curve", "sample_grid"]
+__all__ = ["bits_per_dim_curve", "learning_curve", "sample_grid"]
 
 
 def learning_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -57,6 +57,24 @@ def sample_grid(samples: dict[float, torch.Tensor], title: str, columns: int = 8
         axis.set_title(f"temperature {temperature:g}")
         axis.set_xticks([])
         axis.set_yticks([])
+    figure.suptitle(title)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def bits_per_dim_curve(history: list[dict[str, float]], title: str) -> Figure:
+    """Training and test bits/dim against the step, from a density run's evaluation history.
+
+    Example:
+        >>> figure = bits_per_dim_curve([{"step": 10, "train_bpd": 3.1, "test_bpd": 3.2}], "glow")
+    """
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    steps = [point["step"] for point in history]
+    axis.plot(steps, [p["train_bpd"] for p in history], marker=".", label="train")
+    axis.plot(steps, [p["test_bpd"] for p in history], marker=".", label="test")
+    axis.set(xlabel="step", ylabel="bits/dim")
+    axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
     plt.close(figure)
