@@ -258,6 +258,11 @@ def test_tiny_models_learn() -> None:
 
 def test_density_models_are_registered_with_their_papers() -> None:
     assert list_models(task="density") == [
+        "flowpp_cifar10",
+        "flowpp_cifar10_affine",
+        "flowpp_cifar10_no_attention",
+        "flowpp_cifar10_uniform",
+        "flowpp_imagenet32",
         "glow_cifar10",
         "glow_imagenet32",
         "glow_imagenet64",
@@ -273,6 +278,9 @@ def test_density_models_are_registered_with_their_papers() -> None:
         info = get_info(name)
         assert (info.task, info.table, info.row) == ("density", "density", "RealNVP")
         assert "Dinh" in info.paper and info.notes
+    for name in list_models("flowpp*"):
+        info = get_info(name)
+        assert info.table in ("density", "dequantization") and "Ho, Chen" in info.paper
     runner_example = flows.create(
         "glow_cifar10", in_channels=1, image_size=8, levels=3, steps=4, width=32
     )

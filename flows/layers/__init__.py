@@ -7,10 +7,11 @@ as such: :class:`Split` (factor-out: ``z1, z2, log p(z2 | z1) = split(x)``), the
 
 from flows.layers.conv import Conv2dSame, ZeroConv2d, edge_pad
 from flows.layers.coupling import AdditiveCoupling, AffineCoupling, GlowAffineCoupling
+from flows.layers.data_init import DataInitConv2d
 from flows.layers.invconv import InvConv1x1, InvConv1x1LU, random_rotation
 from flows.layers.masks import channel_mask, checkerboard_mask
-from flows.layers.normalization import ActNorm, BatchNormFlow
-from flows.layers.preprocessing import LogitTransform, dequantize
+from flows.layers.normalization import ActNorm, BatchNormFlow, ElementwiseNorm
+from flows.layers.preprocessing import LogitTransform, UniformDequantizer, dequantize
 from flows.layers.reshaping import (
     ChannelZeroPad,
     SpaceToDepth,
@@ -32,6 +33,8 @@ __all__ = [
     "BatchNormFlow",
     "ChannelZeroPad",
     "Conv2dSame",
+    "DataInitConv2d",
+    "ElementwiseNorm",
     "FlowSequence",
     "GlowAffineCoupling",
     "InvConv1x1",
@@ -40,6 +43,7 @@ __all__ = [
     "SpaceToDepth",
     "Split",
     "Squeeze",
+    "UniformDequantizer",
     "ZeroConv2d",
     "channel_mask",
     "checkerboard_mask",

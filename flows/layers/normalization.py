@@ -4,7 +4,8 @@ Kingma, Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". Neur
 Sec. 3.1 (actnorm; official code ``openai/glow``, ``tfops.actnorm``). Dinh, Sohl-Dickstein,
 Bengio. "Density estimation using Real NVP". ICLR 2017, Sec. 3.7 (batch normalisation as a
 flow layer; official code ``real_nvp_multiscale_dataset.py``, ``bn_out`` with
-``batch_norm_log_diff``).
+``batch_norm_log_diff``). Ho, Chen, Srinivas, Duan, Abbeel. "Flow++". ICML 2019, Sec. 3.3
+(per-element data-dependent normalisation; official code ``aravindsrinivas/flowpp``, ``Norm``).
 
 Example:
     >>> import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from flows.layers.masks import channel_mask, checkerboard_mask
 
-__all__ = ["ActNorm", "BatchNormFlow"]
+__all__ = ["ActNorm", "BatchNormFlow", "ElementwiseNorm"]
 
 
 def _channel_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -183,3 +184,56 @@ class BatchNormFlow(nn.Module):
             y, self.running_mean, self.running_var, active
         )
         return y * torch.exp(half_log_var) + shift
+
+
+class ElementwiseNorm(nn.Module):
+    """Flow++'s ``Norm``: ``y = x * g + b`` with a gain and bias per element (``(C, H, W)``),
+    initialised from data.
+
+    On the first forward in training mode, ``g = 1 / sqrt(var + 1e-8)`` and ``b = -mean * g``
+    with the mean and variance of each element over that batch (so the output is standardised
+    per element). ``g`` is used clamped below at 1e-10 (as the official code does);
+    log-determinant ``sum(log g)``, the same for every sample.
+
+    Example:
+        >>> import torch
+        >>> layer = ElementwiseNorm((2, 3, 3))
+        >>> x = 4.0 + 3.0 * torch.randn(256, 2, 3, 3)
+        >>> y, logdet = layer(x)                     # train mode: initialises on x
+        >>> bool(y.mean(0).abs().max() < 1e-5), bool((layer.inverse(y) - x).abs().max() < 1e-5)
+        (True, True)
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._seen_initialized = False
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.gain.shape)}"
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+        self._seen_initialized = False
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Standardise each element over the batch ``x`` (done once automatically)."""
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        gain = torch.rsqrt(var + 1e-8)
+        self.gain.copy_(gain)
+        self.bias.copy_(-mean * gain)
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.training and not self._seen_initialized:
+            if not bool(self.initialized):
+                self.initialize(x)
+            self._seen_initialized = True
+        gain = self.gain.clamp(min=1e-10)
+        return x * gain + self.bias, torch.log(gain).sum().expand(x.shape[0])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.bias) / self.gain.clamp(min=1e-10)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LogitTransform", "dequantize"]
+__all__ = ["LogitTransform", "UniformDequantizer", "dequantize"]
 
 
 def dequantize(
@@ -42,6 +42,30 @@ def dequantize(
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     noise = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
     return (x.to(dtype) + noise) / levels
+
+
+class UniformDequantizer(nn.Module):
+    """``q(u | x) = U[0, 1)^D``: the special case of a variational dequantizer with
+    ``log q = 0``, with the interface of :class:`~flows.models.flowpp.VariationalDequantizer`.
+
+    ``sample(x, levels, generator)`` draws ``u`` with ``torch.rand`` in float32 on the CPU
+    generator (then moves it to ``x``'s device), exactly as :func:`dequantize` does, so both
+    give the same ``y = (x + u) / levels`` for the same generator state.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[0, 1, 2]])
+        >>> u, log_q = UniformDequantizer().sample(x, 3, torch.Generator().manual_seed(0))
+        >>> y = dequantize(x, 3, torch.Generator().manual_seed(0))
+        >>> torch.allclose((x + u) / 3, y), log_q.tolist()
+        (True, [0.0])
+    """
+
+    def sample(
+        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+        return noise, noise.new_zeros(x.shape[0])
 
 
 class LogitTransform(nn.Module):
