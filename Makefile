@@ -13,7 +13,10 @@ PROBE_CONFIGS ?= configs/imagenet.yaml
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
-.PHONY: install bench memory probe tables test perf flow-speed lint format clean
+# The Flow++ ablation and dequantization study (several seeds; about 15 minutes on 2 cores).
+STUDY_CONFIGS ?= configs/dequantization.yaml
+
+.PHONY: install bench study memory probe tables test perf flow-speed lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +37,13 @@ bench: $(STAMP)
 	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
 	@for config in $(PROBE_CONFIGS); do \
 		$(PYTHON) -m benchmarks probe $$config || exit $$?; \
+	done
+	$(PYTHON) -m benchmarks tables
+
+# Train the study's variants once per seed of the profile, then rewrite results/.
+study: $(STAMP)
+	@for config in $(STUDY_CONFIGS); do \
+		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
 	done
 	$(PYTHON) -m benchmarks tables
 

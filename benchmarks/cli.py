@@ -61,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="download a missing dataset into --data-dir (needs network)",
     )
-    run.add_argument("--seed", type=int, default=0, help="seed for init, order and augmentation")
+    run.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        help="seed(s) for init, order and augmentation; one run per seed (default: the "
+        "profile's 'seeds', else 0)",
+    )
     run.add_argument(
         "--resume",
         action="store_true",
@@ -164,7 +170,7 @@ def _run(args: argparse.Namespace) -> None:
             device=args.device,
             data_dir=args.data_dir,
             download=args.download,
-            seed=args.seed,
+            seeds=args.seed,
             resume=args.resume,
             runs_dir=args.runs_dir,
             tracking_uri=args.tracking_uri,

@@ -40,6 +40,7 @@ __all__ = [
 PROFILES = ("paper", "quick", "smoke")
 OPTIMIZERS = ("sgd", "adam", "adamax")
 TASKS = ("classification", "density")
+LAYOUTS = ("", "ablation")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class ProfileOverrides:
     training: dict[str, Any] = field(default_factory=dict)
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class Config:
     probe: ProbeSettings | None = None
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])  # one run per seed
+    layout: str = ""  # "ablation": a study table of seeds' mean and spread per variant
     path: str = ""
 
     def resolve(self, profile: str) -> ResolvedConfig:
@@ -140,6 +144,7 @@ class Config:
             note=overrides.note,
             model_args=model_args,
             model_training=per_model,
+            seeds=list(overrides.seeds if overrides.seeds is not None else self.seeds),
         )
 
 
@@ -154,6 +159,7 @@ class ResolvedConfig:
     note: str = ""
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_training: dict[str, TrainSettings] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
 
     def training_for(self, model: str) -> TrainSettings:
         """The settings ``model`` trains with: the config's, its ``model_training`` changes
@@ -215,6 +221,11 @@ def load_config(path: str | Path) -> Config:
             if value <= 0:
                 raise ConfigError(f"{where}: 'probe.{key}' must be positive, got {value}")
     _check_names(config, where)
+    _check_seeds(config.seeds, f"{where}: key 'seeds'")
+    if config.layout not in LAYOUTS:
+        raise ConfigError(
+            f"{where}: key 'layout': {config.layout!r} is not a layout; use one of {LAYOUTS}"
+        )
     for name in PROFILES:
         config.resolve(name)  # every profile must yield valid settings
     return config
@@ -228,11 +239,13 @@ def _build_profile(body: object, where: str) -> ProfileOverrides:
     note = body.pop("note", "")
     model_args = body.pop("model_args", {})
     model_training = _check_model_training(body.pop("model_training", {}) or {}, where)
+    seeds = body.pop("seeds", None)
     hints = typing.get_type_hints(TrainSettings)
     training = {}
     for key, value in body.items():
         if key not in hints:
-            _unknown_key(key, [*hints, "datasets", "note", "model_args", "model_training"], where)
+            extra = ["datasets", "note", "model_args", "model_training", "seeds"]
+            _unknown_key(key, [*hints, *extra], where)
         training[key] = _check_value(value, hints[key], f"{where}.{key}")
     return ProfileOverrides(
         datasets=_check_value(datasets, list[str] | None, f"{where}.datasets"),
@@ -240,7 +253,15 @@ def _build_profile(body: object, where: str) -> ProfileOverrides:
         training=training,
         model_args=_check_model_args(model_args, f"{where}.model_args"),
         model_training=model_training,
+        seeds=_check_seeds(seeds, f"{where}.seeds"),
     )
+
+
+def _check_seeds(value: object, where: str) -> list[int] | None:
+    seeds = _check_value(value, list[int] | None, where)
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"{where}: expected a non-empty list of distinct seeds, got {seeds}")
+    return seeds
 
 
 def _check_model_training(raw: object, where: str) -> dict[str, dict[str, Any]]:

@@ -188,10 +188,11 @@ def render_density_markdown(
         "",
         "## Measured here",
         "",
-        "- bits/dim = (-log p(y) + D log L) / (D log 2) with y the uniformly dequantized image "
-        "in [0,1] and L its number of levels (256 for 8-bit images, 17 for the digits); the "
-        "one-sample bound, and the importance-weighted bound with S samples where given "
-        "(`benchmarks/metrics.py`).",
+        "- bits/dim = (-log p(y) + log q(u|x) + D log L) / (D log 2) with y = (x + u) / L the "
+        "dequantized image in [0,1] and L its number of levels (256 for 8-bit images, 17 for "
+        "the digits); u is uniform (log q = 0) for RealNVP and Glow and drawn from Flow++'s "
+        "variational dequantizer q(u|x); the one-sample bound, and the importance-weighted "
+        "bound with S samples where given (`benchmarks/metrics.py`).",
         "- baseline: independent per-pixel categorical distributions fitted to the same "
         "training split (add-one smoothing), an exact discrete likelihood; a flow row must beat "
         "it.",

@@ -1,7 +1,10 @@
-"""The density training loop: maximum likelihood in bits/dim with uniform dequantization.
+"""The density training loop: maximum likelihood in bits/dim, uniform or variational
+dequantization.
 
-Each step dequantizes an integer batch (``y = (x + u) / L``, u drawn from a generator seeded by
-the seed and the step), minimises the mean bits/dim of :func:`benchmarks.metrics.bits_per_dim`
+Each step dequantizes an integer batch (``y = (x + u) / L``, with the noise drawn from a
+generator seeded by the seed and the step: ``u ~ U[0, 1)``, or ``u ~ q(u | x)`` from the
+model's ``dequantizer`` when it has one, Flow++), minimises the mean bits/dim (the negative
+ELBO ``-E_q[log p(y) - log q(u | x)]`` in bits/dim) of :func:`benchmarks.metrics.bits_per_dim`
 with the config's optimizer (Adam for RealNVP, Adamax for Glow), a linear learning-rate warm-up,
 optional gradient clipping by global norm, optional L2 on weight-norm scales (RealNVP) and an
 optional exponential moving average of the weights used for evaluation. As for the classifiers,
@@ -10,7 +13,8 @@ loss stops the run with a message naming the step and the checkpoint kept.
 
 Evaluation reports the one-sample bound in bits/dim on the test split (``test_bpd``, with
 fixed noise so that equal weights give equal numbers) and, at the end, the
-importance-weighted bound with ``eval_samples`` samples (``test_bpd_iw``, with ``S`` logged).
+importance-weighted bound with ``eval_samples`` samples (``test_bpd_iw``, with ``S`` logged)
+and, from the same draws, the bound for S = 1, 2, 4, ... (``test_bpd_iw_s<S>``).
 
 Example:
     >>> import tempfile, flows
@@ -41,7 +45,14 @@ from benchmarks.checkpoint import save_checkpoint
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.density_data import DiscreteImages
-from benchmarks.metrics import bits_per_dim, dequantization_bound, uniform_dequantize
+from benchmarks.metrics import (
+    Dequantizer,
+    bits_per_dim,
+    dequantization_bound,
+    dequantize_with,
+    importance_weighted_bits_per_dim,
+    log_importance_weights,
+)
 from benchmarks.training import (
     TrainingOutcome,
     learning_rate_at,
@@ -52,7 +63,14 @@ from benchmarks.training import (
     training_state,
 )
 
-__all__ = ["ExponentialMovingAverage", "evaluate_density", "train_density", "weight_norm_scales"]
+__all__ = [
+    "ExponentialMovingAverage",
+    "dequantizer_of",
+    "evaluate_density",
+    "importance_weighted_curve",
+    "train_density",
+    "weight_norm_scales",
+]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 5, 6
@@ -91,6 +109,11 @@ class ExponentialMovingAverage:
             self.module.load_state_dict(state)
 
 
+def dequantizer_of(model: nn.Module) -> Dequantizer | None:
+    """The model's variational dequantizer (Flow++), or None for uniform dequantization."""
+    return getattr(model, "dequantizer", None)
+
+
 def weight_norm_scales(model: nn.Module) -> list[torch.Tensor]:
     """The magnitude parameters ``g`` of weight-normalised layers (``weight_norm``'s
     ``original0``), on which RealNVP puts its L2 penalty."""
@@ -114,11 +137,46 @@ def evaluate_density(
     generator = torch.Generator().manual_seed(mix_seeds(seed, samples, _EVAL_STREAM))
     total, count = 0.0, 0
     for x in batches:
-        bpd = dequantization_bound(model.log_prob, x, levels, samples, generator)
+        bpd = dequantization_bound(
+            model.log_prob, x, levels, samples, generator, dequantizer_of(model)
+        )
         total += float(bpd.sum())
         count += len(x)
     model.train(was_training)
     return total / count
+
+
+@torch.no_grad()
+def importance_weighted_curve(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    levels: int,
+    samples: int,
+    seed: int = 0,
+) -> dict[int, float]:
+    """Mean bits/dim of the S-sample bound for S = 1, 2, 4, ... up to ``samples`` (and
+    ``samples`` itself), all from the same ``samples`` draws per example (eval mode).
+
+    Each S < ``samples`` averages over the disjoint groups of S draws
+    (:func:`~benchmarks.metrics.importance_weighted_bits_per_dim`). The draws are those of
+    :func:`evaluate_density` with the same ``samples`` and ``seed``, so the last point equals
+    it.
+    """
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(mix_seeds(seed, samples, _EVAL_STREAM))
+    sizes = sorted({2**k for k in range(samples.bit_length()) if 2**k <= samples} | {samples})
+    totals, count = dict.fromkeys(sizes, 0.0), 0
+    for x in batches:
+        weights = log_importance_weights(
+            model.log_prob, x, levels, samples, generator, dequantizer_of(model)
+        )
+        for size in sizes:
+            bpd = importance_weighted_bits_per_dim(weights, x[0].numel(), levels, size)
+            totals[size] += float(bpd.sum())
+        count += len(x)
+    model.train(was_training)
+    return {size: total / count for size, total in totals.items()}
 
 
 def train_density(
@@ -193,8 +251,8 @@ def train_density(
             group["lr"] = lr
         x = next(batches)
         noise = torch.Generator().manual_seed(mix_seeds(seed, step, _NOISE_STREAM))
-        y = uniform_dequantize(x, data.levels, noise)
-        loss = bits_per_dim(model.log_prob(y), data.num_dims, data.levels).mean()
+        y, log_q = dequantize_with(dequantizer_of(model), x, data.levels, noise)
+        loss = bits_per_dim(model.log_prob(y), data.num_dims, data.levels, log_q).mean()
         objective = loss
         if settings.weight_norm_l2 and scales:
             objective = loss + settings.weight_norm_l2 * sum((g**2).sum() for g in scales) / 2
@@ -242,8 +300,13 @@ def train_density(
         final = dict(history[-1]) if history else {"test_bpd": test_bpd()}
         final.pop("step", None)
     if settings.eval_samples > 1:
-        final["test_bpd_iw"] = test_bpd(settings.eval_samples)
+        batches = data.test_batches(settings.batch_size)
+        curve = importance_weighted_curve(
+            evaluated(), batches, data.levels, settings.eval_samples, seed
+        )
+        final["test_bpd_iw"] = curve[settings.eval_samples]
         final["iw_samples"] = float(settings.eval_samples)
+        final.update({f"test_bpd_iw_s{size}": value for size, value in curve.items()})
     steady = rates[1:] or rates
     return TrainingOutcome(
         steps=settings.steps,

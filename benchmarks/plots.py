@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["bits_per_dim_curve", "learning_curve", "sample_grid"]
+__all__ = ["bits_per_dim_curve", "importance_weighted_bound_plot", "learning_curve", "sample_grid"]
 
 
 def learning_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -75,6 +76,31 @@ def bits_per_dim_curve(history: list[dict[str, float]], title: str) -> Figure:
     axis.plot(steps, [p["test_bpd"] for p in history], marker=".", label="test")
     axis.set(xlabel="step", ylabel="bits/dim")
     axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def importance_weighted_bound_plot(
+    curves: dict[str, list[tuple[int, float, float]]], title: str
+) -> Figure:
+    """The dequantization bound (bits/dim) against the number S of importance samples: one
+    line per label, points ``(S, mean, spread)`` drawn with the spread as error bars.
+
+    Example:
+        >>> figure = importance_weighted_bound_plot(
+        ...     {"variational": [(1, 2.0, 0.01), (4, 1.9, 0.01)]}, "digits")
+    """
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for label, points in curves.items():
+        sizes, means, spreads = zip(*sorted(points), strict=True)
+        axis.errorbar(sizes, means, yerr=spreads, marker="o", capsize=3, label=label)
+    axis.set(xscale="log", xlabel="importance samples S", ylabel="test bound (bits/dim)")
+    axis.set_xticks(sorted({s for points in curves.values() for s, _, _ in points}))
+    axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.legend()
+    axis.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
     plt.close(figure)

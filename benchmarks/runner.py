@@ -50,7 +50,8 @@ class RunRequest:
     device: str = "auto"
     data_dir: str | Path | None = None
     download: bool = False
-    seed: int = 0
+    seed: int = 0  # the seed of one run; run_config sets it from ``seeds``
+    seeds: list[int] | None = None  # None: the profile's seeds (config key ``seeds``, default [0])
     resume: bool = False
     runs_dir: str | Path = "runs"
     tracking_uri: str | None = None
@@ -87,9 +88,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run_config(request: RunRequest) -> list[RunRecord]:
-    """Train every requested model of the config on every requested dataset."""
+    """Train every requested model of the config on every requested dataset, once per seed
+    (``request.seeds``, else the profile's ``seeds``)."""
     config = load_config(request.config_path)
     resolved = config.resolve(request.profile)
+    records = []
+    for seed in request.seeds if request.seeds is not None else resolved.seeds:
+        records += _run_seed(dataclasses.replace(request, seed=seed), resolved)
+    return records
+
+
+def _run_seed(request: RunRequest, resolved: ResolvedConfig) -> list[RunRecord]:
+    config = resolved.config
     models = request.models or config.models
     for name in models:
         if name not in config.models:

@@ -63,8 +63,9 @@ def load_published(path: str | Path = PUBLISHED_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
-def finished_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Latest FINISHED run per (model, dataset, profile) of an MLflow experiment."""
+def finished_runs(tracking_uri: str, experiment: str, per_seed: bool = False) -> pd.DataFrame:
+    """Latest FINISHED run per (model, dataset, profile) of an MLflow experiment (and per
+    seed with ``per_seed``, for tables of several seeds); architecture probes are left out."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -79,7 +80,8 @@ def finished_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     if runs.empty:
         return runs
     runs = runs.sort_values("end_time", ascending=False)
-    return runs.drop_duplicates(["tags.model", "tags.dataset", "tags.profile"])
+    keys = ["tags.model", "tags.dataset", "tags.profile"] + (["tags.seed"] if per_seed else [])
+    return runs.drop_duplicates(keys)
 
 
 def _params_of(model: str, dataset: str) -> int:
@@ -231,7 +233,22 @@ def compile_tables(
     for config_path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(config_path)
         runs = finished_runs(uri, config.name)
-        if config.task == "density":
+        if config.layout == "ablation":
+            from benchmarks.ablation_table import (
+                build_ablation_table,
+                build_bound_curve,
+                render_ablation_markdown,
+                write_bound_figure,
+            )
+
+            seed_runs = finished_runs(uri, config.name, per_seed=True)
+            table = build_ablation_table(config, seed_runs, published)
+            curve = build_bound_curve(config, seed_runs)
+            out.mkdir(parents=True, exist_ok=True)
+            figure = write_bound_figure(curve, out / f"{config.name}_iw_bound.png")
+            markdown = render_ablation_markdown(config, table, curve, uri, published, figure)
+            written += [figure] if figure is not None else []
+        elif config.task == "density":
             from benchmarks.density_table import (
                 build_density_table,
                 copy_sample_grids,
