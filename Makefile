@@ -13,8 +13,9 @@ PROBE_CONFIGS ?= configs/imagenet.yaml
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
-# The Flow++ ablation and dequantization study (several seeds; about 15 minutes on 2 cores).
-STUDY_CONFIGS ?= configs/dequantization.yaml
+# Studies with several seeds: the Flow++ ablations and dequantization, and the VAE table
+# (about 25 minutes on 2 cores).
+STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
 .PHONY: install bench study memory probe tables test perf flow-speed lint format clean
 
@@ -40,11 +41,13 @@ bench: $(STAMP)
 	done
 	$(PYTHON) -m benchmarks tables
 
-# Train the study's variants once per seed of the profile, then rewrite results/.
+# Train the studies' rows once per seed of the profile, draw the VAE posterior figure, then
+# rewrite results/.
 study: $(STAMP)
 	@for config in $(STUDY_CONFIGS); do \
 		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
 	done
+	$(PYTHON) -m benchmarks posterior-figure
 	$(PYTHON) -m benchmarks tables
 
 probe: $(STAMP)

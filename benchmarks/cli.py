@@ -152,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     speed.add_argument("--out", type=Path, default=Path("results"))
 
+    posterior = commands.add_parser(
+        "posterior-figure",
+        help="the lecture's toy figure: Gaussian vs IAF posteriors of a 2-D latent VAE",
+    )
+    posterior.add_argument("--seed", type=int, default=0)
+    posterior.add_argument("--steps", type=int, default=3000, help="Adam steps per model")
+    posterior.add_argument("--out", type=Path, default=Path("results"))
+
     listing = commands.add_parser("list", help="list registered models and configs")
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
@@ -282,6 +290,18 @@ def _flow_speed(args: argparse.Namespace) -> None:
     print(f"wrote {markdown}\nwrote {csv}")
 
 
+def _posterior_figure(args: argparse.Namespace) -> None:
+    from benchmarks.posterior_figure import write_posterior_figure
+
+    if args.steps <= 0:
+        raise BenchmarkError("--steps must be positive")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "vae_posteriors.png"
+    elbos = write_posterior_figure(path, seed=args.seed, steps=args.steps)
+    summary = ", ".join(f"{name} {value:.3f} nats" for name, value in elbos.items())
+    print(f"wrote {path} (mean ELBO over the four points: {summary})")
+
+
 def _list(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
@@ -307,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": _memory,
         "probe": _probe,
         "flow-speed": _flow_speed,
+        "posterior-figure": _posterior_figure,
         "list": _list,
     }[args.command]
     try:

@@ -39,7 +39,7 @@ __all__ = [
 
 PROFILES = ("paper", "quick", "smoke")
 OPTIMIZERS = ("sgd", "adam", "adamax")
-TASKS = ("classification", "density")
+TASKS = ("classification", "density", "latent-variable")
 LAYOUTS = ("", "ablation")
 
 
@@ -66,7 +66,9 @@ class TrainSettings:
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # evaluate an exponential moving average of the weights
     weight_norm_l2: float = 0.0  # L2 on weight-norm scales (RealNVP: 5e-5)
-    eval_samples: int = 1  # S of the importance-weighted bound at the final evaluation
+    eval_samples: int = 1  # S (or k) of the importance-weighted bound at the final evaluation
+    free_bits: float = 0.0  # VAE: KL floor in nats per group of latents (IAF paper)
+    free_bits_groups: int = 1  # VAE: number of groups the latents are split into
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class ProfileOverrides:
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_training: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] | None = None
+    models: list[str] | None = None  # the rows this profile trains (default: all)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class Config:
             model_args=model_args,
             model_training=per_model,
             seeds=list(overrides.seeds if overrides.seeds is not None else self.seeds),
+            models=list(overrides.models or self.models),
         )
 
 
@@ -160,6 +164,7 @@ class ResolvedConfig:
     model_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_training: dict[str, TrainSettings] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
+    models: list[str] = field(default_factory=list)
 
     def training_for(self, model: str) -> TrainSettings:
         """The settings ``model`` trains with: the config's, its ``model_training`` changes
@@ -240,11 +245,12 @@ def _build_profile(body: object, where: str) -> ProfileOverrides:
     model_args = body.pop("model_args", {})
     model_training = _check_model_training(body.pop("model_training", {}) or {}, where)
     seeds = body.pop("seeds", None)
+    models = body.pop("models", None)
     hints = typing.get_type_hints(TrainSettings)
     training = {}
     for key, value in body.items():
         if key not in hints:
-            extra = ["datasets", "note", "model_args", "model_training", "seeds"]
+            extra = ["datasets", "note", "model_args", "model_training", "seeds", "models"]
             _unknown_key(key, [*hints, *extra], where)
         training[key] = _check_value(value, hints[key], f"{where}.{key}")
     return ProfileOverrides(
@@ -254,6 +260,7 @@ def _build_profile(body: object, where: str) -> ProfileOverrides:
         model_args=_check_model_args(model_args, f"{where}.model_args"),
         model_training=model_training,
         seeds=_check_seeds(seeds, f"{where}.seeds"),
+        models=_check_value(models, list[str] | None, f"{where}.models"),
     )
 
 
@@ -410,6 +417,8 @@ def _check_training(training: TrainSettings, where: str) -> None:
         value = getattr(training, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    if training.free_bits < 0 or training.free_bits_groups < 1:
+        raise ConfigError(f"{where}: 'free_bits' must be >= 0 and 'free_bits_groups' >= 1")
     if training.warmup_steps < 0 or training.weight_norm_l2 < 0:
         raise ConfigError(f"{where}: 'warmup_steps' and 'weight_norm_l2' must be >= 0")
     if training.ema_decay is not None and not 0 < training.ema_decay < 1:
@@ -427,6 +436,7 @@ def _check_names(config: Config, where: str) -> None:
 
     from benchmarks.data import DATASETS
     from benchmarks.density_data import DENSITY_DATASETS
+    from benchmarks.vae_data import BINARY_DATASETS
     from flows.registry import UnknownModelError, get_info
 
     if config.task not in TASKS:
@@ -447,6 +457,13 @@ def _check_names(config: Config, where: str) -> None:
     trained = [("model_training", config.model_training)] + [
         (f"profiles.{p}.model_training", body.model_training) for p, body in config.profiles.items()
     ]
+    for profile_name, body in config.profiles.items():
+        for name in body.models or []:
+            if name not in config.models:
+                raise ConfigError(
+                    f"{where}: key 'profiles.{profile_name}.models': {name!r} is not a model of "
+                    f"this config ({', '.join(config.models)})"
+                )
     for key, section in trained:
         for name in section:
             if name not in config.models:
@@ -468,7 +485,9 @@ def _check_names(config: Config, where: str) -> None:
             for arg in args:
                 if arg not in accepted:
                     _unknown_key(f"{key}.{name}.{arg}", list(accepted), where)
-    known = DENSITY_DATASETS if config.task == "density" else DATASETS
+    known = {"density": DENSITY_DATASETS, "latent-variable": BINARY_DATASETS}.get(
+        config.task, DATASETS
+    )
     datasets = list(config.datasets)
     for profile in config.profiles.values():
         datasets += profile.datasets or []

@@ -48,8 +48,7 @@ SAMPLE_TEMPERATURES = (0.7, 1.0)
 
 def run_density_config(request: RunRequest, resolved: ResolvedConfig) -> list[RunRecord]:
     """Fit the baseline and train every requested flow on every requested dataset."""
-    config = resolved.config
-    models = request.models or config.models
+    models = request.models or resolved.models
     datasets = [request.dataset] if request.dataset else resolved.datasets
     device = resolve_device(request.device)
     tracking_uri = resolve_tracking_uri(request.tracking_uri)

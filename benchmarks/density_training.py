@@ -31,9 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import statistics
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -41,10 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.checkpoint import save_checkpoint
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.density_data import DiscreteImages
+from benchmarks.fitting import ExponentialMovingAverage, FitTask, fit
 from benchmarks.metrics import (
     Dequantizer,
     bits_per_dim,
@@ -53,15 +50,7 @@ from benchmarks.metrics import (
     importance_weighted_bits_per_dim,
     log_importance_weights,
 )
-from benchmarks.training import (
-    TrainingOutcome,
-    learning_rate_at,
-    make_optimizer,
-    progress_bar,
-    restore_training_state,
-    stop_if_diverged,
-    training_state,
-)
+from benchmarks.training import TrainingOutcome
 
 __all__ = [
     "ExponentialMovingAverage",
@@ -74,39 +63,6 @@ __all__ = [
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 5, 6
-
-
-class ExponentialMovingAverage:
-    """A copy of a model whose floating-point parameters and buffers follow
-    ``ema = decay * ema + (1 - decay) * current`` (other buffers are copied).
-
-    The copy is taken at the first :meth:`update`, i.e. after the first optimizer step, so it
-    starts from data-dependent initialisations (actnorm) rather than from the defaults.
-    """
-
-    def __init__(self, decay: float) -> None:
-        self.decay = decay
-        self.module: nn.Module | None = None
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        if self.module is None:
-            self.module = copy.deepcopy(model)
-            return
-        current = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.is_floating_point():
-                value.lerp_(current[name], 1 - self.decay)
-            else:
-                value.copy_(current[name])
-
-    def state_dict(self) -> dict[str, torch.Tensor] | None:
-        return None if self.module is None else self.module.state_dict()
-
-    def load_state_dict(self, model: nn.Module, state: dict[str, torch.Tensor] | None) -> None:
-        if state is not None:
-            self.module = copy.deepcopy(model)
-            self.module.load_state_dict(state)
 
 
 def dequantizer_of(model: nn.Module) -> Dequantizer | None:
@@ -195,125 +151,58 @@ def train_density(
 ) -> TrainingOutcome:
     """Train a density model (``log_prob(y)`` in nats) on integer images; see the module doc.
 
-    Returns the final metrics: ``test_bpd`` (one-sample bound), ``test_bpd_iw`` and
-    ``iw_samples`` when ``eval_samples > 1``, and ``train_bpd`` of the last logged interval.
-    The model returned in place holds the trained (not averaged) weights; ``evaluation_model``
-    of the outcome is the one evaluated (the EMA when ``ema_decay`` is set).
+    Returns the final metrics: ``test_bpd`` (one-sample bound), ``test_bpd_iw``,
+    ``iw_samples`` and ``test_bpd_iw_s<S>`` when ``eval_samples > 1``, and ``train_bpd`` of
+    the last logged interval. The model returned in place holds the trained (not averaged)
+    weights; ``evaluation_model`` of the outcome is the one evaluated (the EMA when
+    ``ema_decay`` is set). The loop itself is :func:`benchmarks.fitting.fit`.
     """
-    device = torch.device(device)
-    checkpoint_path = Path(checkpoint_path)
-    log = log_metrics or (lambda metrics, step: None)
-    torch.manual_seed(seed)
-    model.to(device).train()
-    optimizer = make_optimizer(model, settings)
-    ema = ExponentialMovingAverage(settings.ema_decay) if settings.ema_decay else None
-    start_step, history, elapsed_before, resumed_from = 0, [], 0.0, None
-    if resume and checkpoint_path.exists():
-        state = restore_training_state(checkpoint_path, settings, model, optimizer)
-        if ema is not None:
-            ema.load_state_dict(model, state["ema"])
-        start_step, history = state["step"], state["history"]
-        elapsed_before, resumed_from = state["wall_time_s"], state["step"]
     data = data.to(device)
-    batches = data.train_batches(settings.batch_size, seed, start_step, settings.augment)
     scales = weight_norm_scales(model)
 
-    def evaluated() -> nn.Module:
-        return ema.module if ema is not None and ema.module is not None else model
-
-    def test_bpd(samples: int = 1) -> float:
-        batches = data.test_batches(settings.batch_size)
-        return evaluate_density(evaluated(), batches, data.levels, samples, seed)
-
-    def checkpoint(step: int) -> None:
-        elapsed = elapsed_before + time.perf_counter() - started
-        state = training_state(
-            model,
-            optimizer,
-            step=step,
-            history=history,
-            wall_time_s=elapsed,
-            settings=settings,
-            seed=seed,
-            extra=extra_state,
-            ema=ema.state_dict() if ema is not None else None,
-        )
-        save_checkpoint(checkpoint_path, state)
-
-    started = time.perf_counter()
-    interval_start, rates = started, []
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    final: dict[str, float] = {}
-    bar = progress_bar(settings, start_step, progress)
-    for step in range(start_step, settings.steps):
-        lr = learning_rate_at(step, settings)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = next(batches)
+    def loss(model: nn.Module, x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.Generator().manual_seed(mix_seeds(seed, step, _NOISE_STREAM))
         y, log_q = dequantize_with(dequantizer_of(model), x, data.levels, noise)
-        loss = bits_per_dim(model.log_prob(y), data.num_dims, data.levels, log_q).mean()
-        objective = loss
+        bpd = bits_per_dim(model.log_prob(y), data.num_dims, data.levels, log_q).mean()
         if settings.weight_norm_l2 and scales:
-            objective = loss + settings.weight_norm_l2 * sum((g**2).sum() for g in scales) / 2
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if settings.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        else:
-            norm = torch.zeros(())
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
-        pending.append((loss.detach(), norm.detach()))
-        done = step + 1
-        bar.update(1)
-        is_last = done == settings.steps
-        evaluate_now = done % settings.eval_every == 0 or is_last
-        checkpoint_now = done % settings.checkpoint_every == 0 or is_last
-        if done % settings.log_every == 0 or evaluate_now or checkpoint_now:
-            losses, norms = (torch.stack(column).cpu() for column in zip(*pending, strict=True))
-            stop_if_diverged(losses, done - len(pending), checkpoint_path)
-            now = time.perf_counter()
-            rates.append(len(pending) * settings.batch_size / (now - interval_start))
-            metrics = {
-                "train_bpd": losses.mean().item(),
-                "learning_rate": lr,
-                "train_images_per_s": rates[-1],
-            }
-            if settings.grad_clip is not None:
-                metrics["grad_norm"] = norms.mean().item()
-            pending.clear()
-            bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}", img_s=f"{rates[-1]:.0f}")
-            if evaluate_now:
-                metrics["test_bpd"] = test_bpd()
-                history.append({"step": done, **metrics})
-                final = dict(metrics)
-            log(metrics, done)
-            if checkpoint_now:
-                checkpoint(done)
-            interval_start = time.perf_counter()
-        if after_step is not None:
-            after_step(done)
-    bar.close()
-    if not final:  # resumed from a finished run
-        final = dict(history[-1]) if history else {"test_bpd": test_bpd()}
-        final.pop("step", None)
-    if settings.eval_samples > 1:
+            return bpd + settings.weight_norm_l2 * sum((g**2).sum() for g in scales) / 2, bpd
+        return bpd, bpd
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
         batches = data.test_batches(settings.batch_size)
-        curve = importance_weighted_curve(
-            evaluated(), batches, data.levels, settings.eval_samples, seed
-        )
-        final["test_bpd_iw"] = curve[settings.eval_samples]
-        final["iw_samples"] = float(settings.eval_samples)
-        final.update({f"test_bpd_iw_s{size}": value for size, value in curve.items()})
-    steady = rates[1:] or rates
-    return TrainingOutcome(
-        steps=settings.steps,
-        final=final,
-        history=history,
-        wall_time_s=elapsed_before + time.perf_counter() - started,
-        train_images_per_s=statistics.median(steady) if steady else float("nan"),
-        resumed_from_step=resumed_from,
-        evaluation_model=evaluated(),
+        return {"test_bpd": evaluate_density(model, batches, data.levels, 1, seed)}
+
+    def finish(model: nn.Module) -> dict[str, float]:
+        if settings.eval_samples <= 1:
+            return {}
+        samples = settings.eval_samples
+        batches = data.test_batches(settings.batch_size)
+        curve = importance_weighted_curve(model, batches, data.levels, samples, seed)
+        return {
+            "test_bpd_iw": curve[samples],
+            "iw_samples": float(samples),
+            **{f"test_bpd_iw_s{size}": value for size, value in curve.items()},
+        }
+
+    task = FitTask(
+        batches=lambda start: data.train_batches(
+            settings.batch_size, seed, start, settings.augment
+        ),
+        loss=loss,
+        evaluate=evaluate,
+        metric="train_bpd",
+        finish=finish,
+    )
+    return fit(
+        model,
+        settings,
+        task,
+        checkpoint_path=checkpoint_path,
+        seed=seed,
+        device=device,
+        resume=resume,
+        log_metrics=log_metrics,
+        extra_state=extra_state,
+        progress=progress,
+        after_step=after_step,
     )

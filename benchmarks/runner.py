@@ -100,7 +100,7 @@ def run_config(request: RunRequest) -> list[RunRecord]:
 
 def _run_seed(request: RunRequest, resolved: ResolvedConfig) -> list[RunRecord]:
     config = resolved.config
-    models = request.models or config.models
+    models = request.models or resolved.models
     for name in models:
         if name not in config.models:
             close = difflib.get_close_matches(name, config.models, n=1)
@@ -113,6 +113,10 @@ def _run_seed(request: RunRequest, resolved: ResolvedConfig) -> list[RunRecord]:
         from benchmarks.density_runner import run_density_config
 
         return run_density_config(request, resolved)
+    if config.task == "latent-variable":
+        from benchmarks.vae_runner import run_vae_config
+
+        return run_vae_config(request, resolved)
     datasets = [request.dataset] if request.dataset else resolved.datasets
     device = resolve_device(request.device)
     tracking_uri = resolve_tracking_uri(request.tracking_uri)

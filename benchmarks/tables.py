@@ -233,7 +233,22 @@ def compile_tables(
     for config_path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(config_path)
         runs = finished_runs(uri, config.name)
-        if config.layout == "ablation":
+        if config.task == "latent-variable":
+            from benchmarks.vae_table import build_vae_table, render_vae_markdown
+
+            seed_runs = finished_runs(uri, config.name, per_seed=True)
+            table = build_vae_table(config, seed_runs, published)
+            markdown = render_vae_markdown(config, table, seed_runs, uri, published)
+            figure = out / "vae_posteriors.png"
+            if figure.exists():
+                markdown += (
+                    "\n## Posteriors of a 2-D latent VAE on four data points\n\n"
+                    "`python -m benchmarks posterior-figure` (the lecture's figure, Kingma et al. "
+                    "2016 Fig. 2): factorised Gaussian against IAF posteriors, posterior samples "
+                    "of each data point in its colour, beside the prior.\n\n"
+                    f"![posteriors]({figure.name})\n"
+                )
+        elif config.layout == "ablation":
             from benchmarks.ablation_table import (
                 build_ablation_table,
                 build_bound_curve,

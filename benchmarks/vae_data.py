@@ -1,0 +1,158 @@
+"""Binary image datasets for the VAEs: grey-level intensities in [0, 1], binarised by sampling.
+
+Dynamic binarisation: every training batch is a fresh Bernoulli draw of its images'
+intensities (a generator seeded by the seed and the step, so ``--resume`` continues exactly),
+as in the IAF paper's MNIST experiments; the test split is binarised once, with a fixed seed,
+so that every run is evaluated on the same binary images.
+
+* ``digits``: the embedded default, scikit-learn's 8x8 digits with intensity ``value / 16``
+  (the classifiers' 1,437 / 360 split).
+* ``mnist``: torchvision's MNIST under ``--data-dir`` (``--download`` fetches it), intensity
+  ``value / 255``, 60k / 10k.
+
+Example:
+    >>> data = load_binary_dataset("digits")
+    >>> batch = next(data.train_batches(32, seed=0))
+    >>> batch.shape, sorted(batch.unique().tolist()), data.test.unique().tolist()
+    (torch.Size([32, 1, 8, 8]), [0.0, 1.0], [0.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.data import BatchSampler, mix_seeds
+from benchmarks.errors import DatasetNotFoundError
+
+__all__ = ["BINARY_DATASETS", "BinaryImages", "load_binary_dataset"]
+
+_TEST_BINARISATION_SEED = 12345
+_BINARISE_STREAM = 7
+
+
+def _binarise(intensity: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    draws = torch.rand(intensity.shape, generator=generator).to(intensity.device)
+    return (draws < intensity).to(intensity.dtype)
+
+
+@dataclass
+class BinaryImages:
+    """Intensities ``train (N, C, H, W)`` in [0, 1] and the fixed binary ``test`` images."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    description: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.shape[-1])
+
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.train)
+
+    def to(self, device: torch.device | str) -> BinaryImages:
+        return replace(self, train=self.train.to(device), test=self.test.to(device))
+
+    def subset(self, train_examples: int | None, test_examples: int | None) -> BinaryImages:
+        return replace(self, train=self.train[:train_examples], test=self.test[:test_examples])
+
+    def train_batches(
+        self, batch_size: int, seed: int, start_step: int = 0
+    ) -> Iterator[torch.Tensor]:
+        """Infinite dynamically binarised batches from ``start_step``."""
+        sampler = BatchSampler(len(self.train), batch_size, seed)
+
+        def batches() -> Iterator[torch.Tensor]:
+            for step in itertools.count(start_step):
+                images = self.train[sampler.indices(step).to(self.train.device)]
+                generator = torch.Generator().manual_seed(mix_seeds(seed, step, _BINARISE_STREAM))
+                yield _binarise(images, generator)
+
+        return batches()
+
+    def test_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.test), batch_size):
+            yield self.test[start : start + batch_size]
+
+
+def _from_intensities(
+    name: str, train: np.ndarray, test: np.ndarray, description: str
+) -> BinaryImages:
+    generator = torch.Generator().manual_seed(_TEST_BINARISATION_SEED)
+    test_intensity = torch.from_numpy(test).float()
+    return BinaryImages(
+        name=name,
+        train=torch.from_numpy(train).float(),
+        test=_binarise(test_intensity, generator),
+        description=description,
+    )
+
+
+def _digits(data_dir: str | Path | None, download: bool) -> BinaryImages:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None]
+    train, test = train_test_split(images, test_size=0.2, stratify=digits.target, random_state=0)
+    return _from_intensities(
+        "digits",
+        train,
+        test,
+        "scikit-learn digits 8x8x1, intensity value/16, dynamically binarised; 1437 train / "
+        "360 test (binarised once, fixed seed)",
+    )
+
+
+def _mnist(data_dir: str | Path | None, download: bool) -> BinaryImages:
+    import torchvision
+
+    if data_dir is None:
+        raise DatasetNotFoundError(
+            "dataset 'mnist' needs --data-dir DIR (torchvision's MNIST/ folder under DIR); add "
+            "--download to fetch it there"
+        )
+    root = Path(data_dir)
+    if not (root / "MNIST" / "raw").is_dir() and not download:
+        raise DatasetNotFoundError(
+            f"MNIST not found under --data-dir {root} (expected {root / 'MNIST' / 'raw'}); "
+            "point --data-dir at the folder holding MNIST/ or add --download"
+        )
+    train = torchvision.datasets.MNIST(str(root), train=True, download=download)
+    test = torchvision.datasets.MNIST(str(root), train=False, download=download)
+    return _from_intensities(
+        "mnist",
+        (train.data.numpy() / 255.0).astype(np.float32)[:, None],
+        (test.data.numpy() / 255.0).astype(np.float32)[:, None],
+        "MNIST 28x28x1, intensity value/255, dynamically binarised; 60000 train / 10000 test "
+        "(binarised once, fixed seed)",
+    )
+
+
+BINARY_DATASETS: dict[str, Callable[[str | Path | None, bool], BinaryImages]] = {
+    "digits": _digits,
+    "mnist": _mnist,
+}
+
+
+def load_binary_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = False
+) -> BinaryImages:
+    """Load a dataset for the VAEs; unknown or missing ones raise a clear error."""
+    if name not in BINARY_DATASETS:
+        raise DatasetNotFoundError(
+            f"no binary-image loader for dataset {name!r}; datasets: {', '.join(BINARY_DATASETS)}"
+        )
+    return BINARY_DATASETS[name](data_dir, download)

@@ -1,0 +1,170 @@
+"""The VAE training loop: maximise the ELBO (optionally with free bits) on binarised images.
+
+Each step draws a dynamically binarised batch and one posterior sample per image (noise from a
+generator seeded by the seed and the step), and minimises the negative ELBO
+
+    -E_q[log p(x | z) + log p(z) - log q(z | x)]
+
+or, with ``free_bits = lambda > 0`` (the IAF paper's Sec. 5 / Appendix C), the free-bits
+objective ``-E[log p(x | z)] + sum_j max(lambda, E_batch[KL_j])`` over ``free_bits_groups``
+groups of latent dimensions (``KL_j`` the single-sample estimate of the group's KL terms). The
+optimizer, warm-up, clipping, EMA, checkpoints, ``--resume`` and the NaN guard are the shared
+loop of :mod:`benchmarks.fitting`.
+
+Evaluation (eval mode, fixed noise): ``test_elbo`` (one sample per image, nats, higher is
+better) at every ``eval_every``; at the end ``test_log_px``, the importance-weighted bound
+``log (1/k) sum_i p(x, z_i) / q(z_i | x)`` with ``k = eval_samples`` (128 in the IAF paper),
+and ``test_log_px_k<K>`` for K = 1, 2, 4, ... from the same draws, ``test_elbo_k`` the mean of
+those draws' ELBO.
+
+Example:
+    >>> import tempfile, flows
+    >>> from benchmarks.config import TrainSettings
+    >>> from benchmarks.vae_data import load_binary_dataset
+    >>> settings = TrainSettings(optimizer="adamax", learning_rate=2e-3, batch_size=32, steps=2,
+    ...                          eval_samples=4)
+    >>> model = flows.create("vae_mnist", image_size=8)
+    >>> outcome = train_vae(model, load_binary_dataset("digits").subset(64, 32), settings,
+    ...                     checkpoint_path=tempfile.mkdtemp() + "/last.pt", progress=False)
+    >>> outcome.steps, outcome.final["test_log_px"] >= outcome.final["test_elbo_k"]
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.config import TrainSettings
+from benchmarks.data import mix_seeds
+from benchmarks.fitting import FitTask, fit
+from benchmarks.training import TrainingOutcome
+from benchmarks.vae_data import BinaryImages
+
+__all__ = ["evaluate_vae", "importance_weighted_log_px", "train_vae", "vae_objective"]
+
+MetricsLogger = Callable[[dict[str, float], int], None]
+_NOISE_STREAM, _EVAL_STREAM = 8, 9
+
+
+def _noise(model: nn.Module, x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    shape = (k, len(x), model.latent_dim)
+    return torch.randn(shape, generator=generator).to(x.device)
+
+
+def vae_objective(
+    model: nn.Module,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    free_bits: float = 0.0,
+    groups: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(objective to minimise, per-example ELBO (N,))`` from one posterior draw per image."""
+    z, _, log_q_dims = model.posterior(x, 1, noise)
+    reconstruction = model.log_likelihood(x, z)[0]
+    kl_dims = (log_q_dims + 0.5 * (z**2 + math.log(2 * math.pi)))[0]
+    elbo = reconstruction - kl_dims.sum(-1)
+    if free_bits <= 0:
+        return -elbo.mean(), elbo
+    if kl_dims.shape[-1] % groups:
+        raise ValueError(f"free_bits_groups={groups} does not divide {kl_dims.shape[-1]} latents")
+    kl_groups = kl_dims.view(len(x), groups, -1).sum(-1).mean(0)
+    return -(reconstruction.mean() - kl_groups.clamp(min=free_bits).sum()), elbo
+
+
+def importance_weighted_log_px(log_weights: torch.Tensor, k: int) -> torch.Tensor:
+    """``log (1/k) sum exp(w)`` per example from ``(K_total, N)`` log-weights, averaged over
+    the ``K_total // k`` disjoint groups of k draws (nested groups: monotone in k)."""
+    total = log_weights.shape[0]
+    if not 1 <= k <= total:
+        raise ValueError(f"k must be in [1, {total}], got {k}")
+    groups = log_weights[: total - total % k].reshape(total // k, k, -1)
+    return (torch.logsumexp(groups, dim=1) - math.log(k)).mean(0)
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: nn.Module, batches: Iterable[torch.Tensor], k: int = 1, seed: int = 0
+) -> dict[int, float]:
+    """Mean over the test images of the k'-sample bound for k' = 1, 2, 4, ... and k (nats)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(mix_seeds(seed, k, _EVAL_STREAM))
+    sizes = sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+    totals, count = dict.fromkeys(sizes, 0.0), 0
+    for x in batches:
+        z, log_q, _ = model.posterior(x, k, _noise(model, x, k, generator))
+        prior = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
+        weights = model.log_likelihood(x, z) + prior - log_q
+        for size in sizes:
+            totals[size] += float(importance_weighted_log_px(weights, size).sum())
+        count += len(x)
+    model.train(was_training)
+    return {size: total / count for size, total in totals.items()}
+
+
+def train_vae(
+    model: nn.Module,
+    data: BinaryImages,
+    settings: TrainSettings,
+    *,
+    checkpoint_path: str | Path,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    resume: bool = False,
+    log_metrics: MetricsLogger | None = None,
+    extra_state: dict[str, Any] | None = None,
+    progress: bool = True,
+    after_step: Callable[[int], None] | None = None,
+) -> TrainingOutcome:
+    """Train a VAE on binarised images; see the module doc. Final metrics: ``test_elbo``,
+    ``test_log_px`` (k = ``eval_samples``), ``test_log_px_k<K>``, ``test_elbo_k``, ``iw_samples``
+    and ``train_elbo`` of the last logged interval. The loop is :func:`benchmarks.fitting.fit`."""
+    data = data.to(device)
+
+    def loss(model: nn.Module, x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(mix_seeds(seed, step, _NOISE_STREAM))
+        objective, elbo = vae_objective(
+            model, x, _noise(model, x, 1, generator), settings.free_bits, settings.free_bits_groups
+        )
+        return objective, -elbo.mean()
+
+    def bounds(model: nn.Module, k: int) -> dict[int, float]:
+        return evaluate_vae(model, data.test_batches(settings.batch_size), k, seed)
+
+    def finish(model: nn.Module) -> dict[str, float]:
+        k = max(settings.eval_samples, 1)
+        curve = bounds(model, k)
+        return {
+            "test_log_px": curve[k],
+            "test_elbo_k": curve[1],
+            "iw_samples": float(k),
+            **{f"test_log_px_k{size}": value for size, value in curve.items()},
+        }
+
+    task = FitTask(
+        batches=lambda start: data.train_batches(settings.batch_size, seed, start),
+        loss=loss,
+        evaluate=lambda model: {"test_elbo": bounds(model, 1)[1]},
+        metric="train_elbo",
+        sign=-1.0,
+        finish=finish,
+    )
+    return fit(
+        model,
+        settings,
+        task,
+        checkpoint_path=checkpoint_path,
+        seed=seed,
+        device=device,
+        resume=resume,
+        log_metrics=log_metrics,
+        extra_state=extra_state,
+        progress=progress,
+        after_step=after_step,
+    )
