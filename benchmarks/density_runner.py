@@ -25,20 +25,19 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+from matplotlib.figure import Figure
+from torch import nn
 
 from benchmarks.baselines import fit_pixel_categorical
-from benchmarks.checkpoint import load_checkpoint
 from benchmarks.config import ResolvedConfig
 from benchmarks.density_data import DiscreteImages, load_density_dataset
 from benchmarks.density_training import train_density
+from benchmarks.generative_runner import run_tags, train_tracked
 from benchmarks.plots import bits_per_dim_curve, sample_grid
-from benchmarks.profiling import count_parameters
-from benchmarks.runner import RunRecord, RunRequest, resolve_device, resolved_yaml
-from benchmarks.tracking import TrackedRun, environment_tags, resolve_tracking_uri
-from flows.registry import create, get_info
+from benchmarks.runner import RunRecord, RunRequest, resolve_device
+from benchmarks.tracking import TrackedRun, resolve_tracking_uri
+from benchmarks.training import TrainingOutcome
 
 __all__ = ["BASELINE", "SAMPLE_TEMPERATURES", "run_density_config"]
 
@@ -64,27 +63,6 @@ def run_density_config(request: RunRequest, resolved: ResolvedConfig) -> list[Ru
     return records
 
 
-def _tags(
-    device: torch.device,
-    model: str,
-    data: DiscreteImages,
-    resolved: ResolvedConfig,
-    request: RunRequest,
-    kind: str,
-) -> dict[str, str]:
-    reproduction = resolved.profile == "paper" and data.name in resolved.config.datasets
-    return {
-        **environment_tags(device),
-        "kind": kind,
-        "model": model,
-        "dataset": data.name,
-        "profile": resolved.profile,
-        "seed": str(request.seed),
-        "table": resolved.config.name,
-        "reproduction": "yes" if reproduction and kind == "train" else "no",
-    }
-
-
 def _baseline(
     data: DiscreteImages,
     resolved: ResolvedConfig,
@@ -102,7 +80,7 @@ def _baseline(
     with TrackedRun(tracking_uri, resolved.config.name, run_name=label) as run:
         run.set_tags(
             {
-                **_tags(device, BASELINE, data, resolved, request, "baseline"),
+                **run_tags(device, BASELINE, data.name, resolved, request, "baseline"),
                 "table_row": "per-pixel categorical (baseline)",
             }
         )
@@ -137,64 +115,24 @@ def _train_one(
     device: torch.device,
     tracking_uri: str,
 ) -> RunRecord:
-    config, settings = resolved.config, resolved.training_for(model_name)
-    info = get_info(model_name)
-    label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
-    checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
-    run_id = None
-    if request.resume and checkpoint_path.exists():
-        run_id = load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
-    torch.manual_seed(request.seed)
-    model_args = resolved.model_kwargs(model_name)
-    model = create(model_name, in_channels=data.channels, image_size=data.image_size, **model_args)
-    with TrackedRun(tracking_uri, config.name, run_name=label, run_id=run_id) as run:
-        run.set_tags(
-            {
-                **_tags(device, model_name, data, resolved, request, "train"),
-                "table_row": info.row,
-                "task": info.task,
-                "paper": info.paper,
-            }
-        )
-        run.log_params(
-            {
-                **resolved.as_params(model_name),
-                **{f"model.{key}": value for key, value in model_args.items()},
-                "model": model_name,
-                "dataset": data.name,
-                "dataset_description": data.description,
-                "levels": data.levels,
-                "seed": request.seed,
-            }
-        )
-        run.log_text(resolved_yaml(resolved, model_name, data.name), "config.yaml")
-        params = count_parameters(model)
-        outcome = train_density(
-            model,
-            data,
-            settings,
-            checkpoint_path=checkpoint_path,
-            seed=request.seed,
-            device=device,
-            resume=request.resume,
-            log_metrics=run.log_metrics,
-            extra_state={"mlflow_run_id": run.run_id},
-            progress=request.progress,
-        )
-        final = {
-            **outcome.final,
-            "params": float(params),
-            "wall_time_s": outcome.wall_time_s,
-            "steps": float(outcome.steps),
-            "train_images_per_s": outcome.train_images_per_s,
-        }
-        run.log_metrics(final, step=outcome.steps)
-        title = f"{model_name} on {data.name} ({resolved.profile}, {outcome.steps} steps)"
-        figure = _sample_figure(outcome.evaluation_model or model, title, request.seed)
-        figure.savefig(checkpoint_path.parent / "samples.png", dpi=110)
-        run.log_figure(figure, "samples.png")
+    def figures(model: nn.Module, outcome: TrainingOutcome, title: str) -> dict[str, Figure]:
+        drawn = {"samples.png": _sample_figure(model, title, request.seed)}
         if outcome.history:
-            run.log_figure(bits_per_dim_curve(outcome.history, title), "learning_curve.png")
+            drawn["learning_curve.png"] = bits_per_dim_curve(outcome.history, title)
+        return drawn
+
+    record = train_tracked(
+        model_name,
+        data,
+        resolved,
+        request,
+        device,
+        tracking_uri,
+        train_density,
+        figures,
+        {"levels": data.levels},
+    )
+    final, params = record.metrics, int(record.metrics["params"])
     iw = (
         f" | IW bound (S={int(final['iw_samples'])}) {final['test_bpd_iw']:.3f}"
         if "test_bpd_iw" in final
@@ -205,13 +143,4 @@ def _train_one(
         f"test {final['test_bpd']:.3f} bits/dim{iw} | {params:,} params | "
         f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
     )
-    return RunRecord(
-        model_name,
-        data.name,
-        resolved.profile,
-        device.type,
-        request.seed,
-        outcome.steps,
-        run.run_id,
-        final,
-    )
+    return record
