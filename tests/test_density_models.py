@@ -263,6 +263,7 @@ def test_density_models_are_registered_with_their_papers() -> None:
         "flowpp_cifar10_no_attention",
         "flowpp_cifar10_uniform",
         "flowpp_imagenet32",
+        "flowpp_imagenet64",
         "glow_cifar10",
         "glow_imagenet32",
         "glow_imagenet64",

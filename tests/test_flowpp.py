@@ -161,13 +161,15 @@ def test_split_alternates_columns_or_halves_channels(kind: str) -> None:
         ("channel:2", "mixture", True),
         ("checkerboard:1", "affine", True),
         ("channel:1", "mixture", False),
+        ("checkerboard:1", "mixture", None),
     ],
 )
 def test_stage_inverse_and_logdet_against_brute_force(
-    spec: str, coupling: str, attention: bool
+    spec: str, coupling: str, attention: bool | None
 ) -> None:
     torch.manual_seed(0)
-    network = {"filters": 8, "blocks": 1, "heads": 2, "attention": attention}
+    mixer = {True: "attention", False: "pointwise", None: "none"}[attention]
+    network = {"filters": 8, "blocks": 1, "heads": 2, "mixer": mixer}
     stage = FlowPPStage(spec, (2, 4, 4), coupling=coupling, components=3, **network).double()
     stage = _initialised(stage, torch.randn(16, 2, 4, 4, dtype=DOUBLE))
     check_invertible_layer(stage, torch.randn(2, 2, 4, 4, dtype=DOUBLE), gradients=False)
@@ -254,11 +256,12 @@ def test_uniform_dequantizer_has_the_uniform_dequantization_interface() -> None:
         ("flowpp_cifar10_affine", 32_045_708),
         ("flowpp_cifar10_no_attention", 31_443_440),
         ("flowpp_imagenet32", 168_955_724),
+        ("flowpp_imagenet64", 73_489_960),
     ],
 )
 def test_parameter_counts_equal_the_official_code(name: str, expected: int) -> None:
     """The counts the official scripts print (``run_cifar.py`` "Params: 31,443,440", the
-    ablation scripts' and the ImageNet 32 launcher's)."""
+    ablation scripts' and the ImageNet 32 and 64 launchers')."""
     count = sum(p.numel() for p in flows.create(name).parameters())
     assert count == expected == get_info(name).published_params
     if name == "flowpp_cifar10":

@@ -76,6 +76,7 @@ __all__ = [
     "flowpp_cifar10_no_attention",
     "flowpp_cifar10_uniform",
     "flowpp_imagenet32",
+    "flowpp_imagenet64",
     "merge_halves",
     "split_halves",
 ]
@@ -95,6 +96,16 @@ IMAGENET32_STAGES = (
     "checkerboard:3",
 )
 IMAGENET_DEQUANT_STAGES = ("checkerboard:4", "checkerboard:4")
+IMAGENET64_STAGES = (
+    "space_to_depth",
+    "checkerboard:4",
+    "space_to_depth",
+    "channel:2",
+    "checkerboard:2",
+    "space_to_depth",
+    "channel:2",
+    "checkerboard:2",
+)
 COUPLINGS = ("mixture", "affine")
 DEQUANTIZATIONS = ("variational", "uniform")
 
@@ -347,7 +358,7 @@ class VariationalDequantizer(nn.Module):
         pointwise: bool = True,
         context_channels: int = 32,
         context_blocks: int = 3,
-        context_attention: bool = False,
+        context_mode: str = "shallow",
         **coupling: object,
     ) -> None:
         super().__init__()
@@ -363,7 +374,7 @@ class VariationalDequantizer(nn.Module):
             width,
             context_channels,
             context_blocks,
-            attention=context_attention,
+            mode=context_mode,
             weight_norm=bool(coupling.get("weight_norm", False)),
             **network,  # type: ignore[arg-type]
         )
@@ -413,8 +424,11 @@ class FlowPlusPlus(nn.Module):
         dequant_filters, dequant_blocks: the dequantizer's coupling networks (96, 2).
         stages, dequant_stages: the stage lists (see :class:`FlowPPStage`).
         pointwise: invertible 1x1 convolutions in every step (CIFAR-10 yes, ImageNet no).
-        context_blocks, context_attention: the dequantizer's context processor (3 gated convs
-            for CIFAR-10; 8 blocks with attention for ImageNet).
+        context_blocks, context_mode: the dequantizer's context processor (CIFAR-10: 3 gated
+            convs, ``"shallow"``; ImageNet 32: 8 blocks with ``"attention"``; ImageNet 64: 5
+            blocks with ``"norm"``).
+        dequant_mixer: the dequantizer's networks' mixer if it differs from the main flow's
+            (ImageNet 64: ``"none"``).
         final_elu, weight_norm: the ImageNet launchers' coupling-network variant.
     """
 
@@ -436,9 +450,10 @@ class FlowPlusPlus(nn.Module):
         dequant_stages: Sequence[str] = CIFAR_DEQUANT_STAGES,
         pointwise: bool = True,
         context_blocks: int = 3,
-        context_attention: bool = False,
+        context_mode: str = "shallow",
         final_elu: bool = False,
         weight_norm: bool = False,
+        dequant_mixer: str | None = None,
     ) -> None:
         super().__init__()
         if dequantization not in DEQUANTIZATIONS:
@@ -451,7 +466,7 @@ class FlowPlusPlus(nn.Module):
             "components": components,
             "heads": heads,
             "dropout": dropout,
-            "attention": attention,
+            "mixer": "attention" if attention else "pointwise",
             "final_elu": final_elu,
             "weight_norm": weight_norm,
         }
@@ -468,8 +483,13 @@ class FlowPlusPlus(nn.Module):
                 dequant_stages,
                 pointwise,
                 context_blocks=context_blocks,
-                context_attention=context_attention,
-                **{**shared, "filters": dequant_filters, "blocks": dequant_blocks},
+                context_mode=context_mode,
+                **{
+                    **shared,
+                    "filters": dequant_filters,
+                    "blocks": dequant_blocks,
+                    "mixer": dequant_mixer or shared["mixer"],
+                },
             )
             if dequantization == "variational"
             else None
@@ -692,7 +712,50 @@ def flowpp_imagenet32(
         dequant_stages=IMAGENET_DEQUANT_STAGES,
         pointwise=False,
         context_blocks=8,
-        context_attention=True,
+        context_mode="attention",
         final_elu=True,
         weight_norm=True,
+    )
+
+
+@register(
+    task="density",
+    paper=PAPER,
+    table="density",
+    row="Flow++",
+    published_params=73_489_960,
+    notes=(
+        "official launcher imagenet64_official.py: space-to-depth first, no Pointwise, 4 "
+        "mixture components, concat ELU before the output conv; dequantizer networks without "
+        "attention (their position embeddings allocated but unused, as in the official code) "
+        "and a 5-block context processor with layer norm"
+    ),
+)
+def flowpp_imagenet64(
+    in_channels: int = 3,
+    image_size: int = 64,
+    filters: int = 96,
+    blocks: int = 16,
+    components: int = 4,
+    heads: int = 4,
+    dropout: float = 0.0,
+) -> FlowPlusPlus:
+    """Flow++ for ImageNet 64x64 (73,489,960 parameters, as printed in the launcher)."""
+    return FlowPlusPlus(
+        in_channels,
+        image_size,
+        filters,
+        blocks,
+        components,
+        heads,
+        dropout,
+        dequant_filters=filters,
+        dequant_blocks=5,
+        stages=IMAGENET64_STAGES,
+        dequant_stages=CIFAR_DEQUANT_STAGES,
+        pointwise=False,
+        context_blocks=5,
+        context_mode="norm",
+        final_elu=True,
+        dequant_mixer="none",
     )

@@ -19,7 +19,8 @@ the K mixture logits, means and log-scales per dimension:
 * gated attention: position embedding added, ``nin`` to queries, keys and values, ``heads``
   heads of dot-product attention over all H x W positions, dropout, ``nin`` to 2 x filters,
   gated residual as above; the "no attention" ablation replaces the attention by a pointwise
-  max-of-three MLP with the same parameter count (``attention=False``);
+  max-of-three MLP with the same parameter count (``mixer="pointwise"``), and the ImageNet
+  64x64 dequantizer has neither (``mixer="none"``: gated conv and one layer norm per block);
 * layer norm is over the channels of each position (learned gain and bias).
 
 Every convolution initialises from data (:class:`~flows.layers.data_init.DataInitConv2d`).
@@ -42,6 +43,8 @@ from torch import nn
 from flows.layers.data_init import DataInitConv2d
 
 __all__ = [
+    "CONTEXT_MODES",
+    "MIXERS",
     "ChannelLayerNorm",
     "ContextProcessor",
     "CouplingNetwork",
@@ -50,6 +53,10 @@ __all__ = [
     "GatedPointwise",
     "concat_elu",
 ]
+
+
+MIXERS = ("attention", "pointwise", "none")
+CONTEXT_MODES = ("shallow", "attention", "norm")
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +171,9 @@ class CouplingNetwork(nn.Module):
         out_channels: output channels (``C * (2 + 3K)``, or ``2C`` for affine couplings).
         height, width: spatial size (for the learned position embedding).
         filters, blocks, heads, dropout: the paper's width, depth, attention heads, dropout.
-        attention: self-attention (True) or the pointwise ablation (False).
+        mixer: after each gated conv, ``"attention"`` (self-attention), ``"pointwise"`` (the
+            ablation's gated MLP) or ``"none"`` (ImageNet 64x64 dequantizer; its position
+            embedding is still allocated, unused, as in the official code).
         context_channels: channels of the dequantizer's context (0 in the main flow).
         layer_norm: layer norm after each residual block (True in every official setting).
         final_elu: concat ELU before the output layer (ImageNet launchers).
@@ -181,7 +190,7 @@ class CouplingNetwork(nn.Module):
         blocks: int = 10,
         heads: int = 4,
         dropout: float = 0.0,
-        attention: bool = True,
+        mixer: str = "attention",
         context_channels: int = 0,
         layer_norm: bool = True,
         final_elu: bool = False,
@@ -193,15 +202,18 @@ class CouplingNetwork(nn.Module):
         self.convs = nn.ModuleList(
             GatedConv(filters, context_channels, dropout, True, weight_norm) for _ in range(blocks)
         )
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
         self.mixers = nn.ModuleList(
             GatedAttention(filters, heads, dropout, weight_norm)
-            if attention
+            if mixer == "attention"
             else GatedPointwise(filters, dropout, weight_norm)
-            for _ in range(blocks)
+            for _ in range(blocks if mixer != "none" else 0)
         )
         norm = ChannelLayerNorm if layer_norm else (lambda channels: nn.Identity())
+        per_block = 1 if mixer == "none" else 2
         self.norms = nn.ModuleList(
-            nn.ModuleList([norm(filters), norm(filters)]) for _ in range(blocks)
+            nn.ModuleList([norm(filters) for _ in range(per_block)]) for _ in range(blocks)
         )
         self.final_elu = final_elu
         self.proj_out = DataInitConv2d(
@@ -210,9 +222,10 @@ class CouplingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h = self.proj_in(x)
-        for conv, mixer, (norm1, norm2) in zip(self.convs, self.mixers, self.norms, strict=True):
-            h = norm1(conv(h, context))
-            h = norm2(mixer(h, self.position))
+        for index, (conv, norms) in enumerate(zip(self.convs, self.norms, strict=True)):
+            h = norms[0](conv(h, context))
+            if len(self.mixers):
+                h = norms[1](self.mixers[index](h, self.position))
         return self.proj_out(concat_elu(h) if self.final_elu else h)
 
 
@@ -221,10 +234,11 @@ class ContextProcessor(nn.Module):
 
     ``x / levels - 0.5`` is split into its two column-alternating halves, which are stacked
     along the channels and projected to ``channels`` (32) by a 3x3 conv, followed by
-    ``blocks`` gated convs with 3x3 gating layers (CIFAR-10: 3 blocks, official
-    ``shallow_processor``); with ``attention`` each gated conv is followed by layer norm,
-    self-attention and layer norm (ImageNet: 8 blocks, ``deep_processor``). The output has the
-    shape of one half: ``(N, channels, H, W / 2)``.
+    ``blocks`` gated convs with 3x3 gating layers: ``mode="shallow"`` (CIFAR-10: 3 blocks,
+    official ``shallow_processor``); ``"attention"``: each gated conv followed by layer norm,
+    self-attention and layer norm (ImageNet 32x32: 8 blocks, ``deep_processor``); ``"norm"``:
+    each followed by a layer norm (ImageNet 64x64: 5 blocks). The output has the shape of one
+    half: ``(N, channels, H, W / 2)``.
     """
 
     def __init__(
@@ -235,11 +249,19 @@ class ContextProcessor(nn.Module):
         channels: int = 32,
         blocks: int = 3,
         dropout: float = 0.0,
-        attention: bool = False,
+        mode: str = "shallow",
         heads: int = 4,
         weight_norm: bool = False,
     ) -> None:
         super().__init__()
+        if mode not in CONTEXT_MODES:
+            raise ValueError(f"mode must be one of {CONTEXT_MODES}, got {mode!r}")
+        attention = mode == "attention"
+        self.norms = (
+            nn.ModuleList(ChannelLayerNorm(channels) for _ in range(blocks))
+            if mode == "norm"
+            else None
+        )
         self.proj = DataInitConv2d(2 * in_channels, channels, 3, weight_norm=weight_norm)
         self.convs = nn.ModuleList(
             GatedConv(channels, 0, dropout, nin_output=False, weight_norm=weight_norm)
@@ -270,6 +292,8 @@ class ContextProcessor(nn.Module):
         h_ = self.proj(torch.cat([halves[..., 0], halves[..., 1]], dim=1))
         for index, conv in enumerate(self.convs):
             h_ = conv(h_)
+            if self.norms is not None:
+                h_ = self.norms[index](h_)
             if self.attention is not None:
                 norm1, attend, norm2 = self.attention[index]
                 h_ = norm2(attend(norm1(h_), self.position))
