@@ -49,6 +49,7 @@ from benchmarks.metrics import (
     dequantize_with,
     importance_weighted_bits_per_dim,
     log_importance_weights,
+    sample_sizes,
 )
 from benchmarks.training import TrainingOutcome
 
@@ -121,7 +122,7 @@ def importance_weighted_curve(
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(mix_seeds(seed, samples, _EVAL_STREAM))
-    sizes = sorted({2**k for k in range(samples.bit_length()) if 2**k <= samples} | {samples})
+    sizes = sample_sizes(samples)
     totals, count = dict.fromkeys(sizes, 0.0), 0
     for x in batches:
         weights = log_importance_weights(

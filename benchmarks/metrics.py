@@ -39,6 +39,8 @@ __all__ = [
     "dequantize_with",
     "importance_weighted_bits_per_dim",
     "log_importance_weights",
+    "log_mean_exp_groups",
+    "sample_sizes",
     "uniform_dequantize",
 ]
 
@@ -108,21 +110,33 @@ def log_importance_weights(
     return torch.stack(weights)
 
 
+def log_mean_exp_groups(log_weights: torch.Tensor, size: int) -> torch.Tensor:
+    """``log (1/S) sum_s exp(w_s)`` per example from ``(S_total, N)`` log-weights, averaged over
+    the ``S_total // S`` disjoint groups of ``S = size`` consecutive draws (one group when
+    ``S = S_total``).
+
+    Averaging over disjoint groups estimates the same expectation as one group, with less
+    variance, so one set of draws gives the whole curve of the bound against S; the groups of
+    2S are unions of groups of S, so the curve over powers of two is monotone per example.
+    """
+    total = log_weights.shape[0]
+    if not 1 <= size <= total:
+        raise ValueError(f"samples must be in [1, {total}], got {size}")
+    groups = log_weights[: total - total % size].reshape(total // size, size, -1)
+    return (torch.logsumexp(groups, dim=1) - math.log(size)).mean(0)
+
+
+def sample_sizes(samples: int) -> list[int]:
+    """The sizes of an importance-weighted curve: 1, 2, 4, ... up to ``samples``, and it."""
+    return sorted({2**k for k in range(samples.bit_length()) if 2**k <= samples} | {samples})
+
+
 def importance_weighted_bits_per_dim(
     log_weights: torch.Tensor, num_dims: int, levels: int, samples: int
 ) -> torch.Tensor:
-    """Bits/dim per example of the S-sample bound from ``(S_total, N)`` log-weights: the mean
-    over the ``S_total // S`` disjoint groups of S samples (one group when ``S = S_total``).
-
-    Averaging over disjoint groups estimates the same expectation as one group, with less
-    variance, so one set of draws gives the whole curve of the bound against S.
-    """
-    total = log_weights.shape[0]
-    if not 1 <= samples <= total:
-        raise ValueError(f"samples must be in [1, {total}], got {samples}")
-    groups = log_weights[: total - total % samples].reshape(total // samples, samples, -1)
-    log_mean = torch.logsumexp(groups, dim=1) - math.log(samples)
-    return bits_per_dim(log_mean, num_dims, levels).mean(0)
+    """Bits/dim per example of the S-sample bound from ``(S_total, N)`` log-weights
+    (:func:`log_mean_exp_groups` with ``S = samples``)."""
+    return bits_per_dim(log_mean_exp_groups(log_weights, samples), num_dims, levels)
 
 
 def dequantization_bound(

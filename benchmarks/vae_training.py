@@ -43,10 +43,11 @@ from torch import nn
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.fitting import FitTask, fit
+from benchmarks.metrics import log_mean_exp_groups, sample_sizes
 from benchmarks.training import TrainingOutcome
 from benchmarks.vae_data import BinaryImages
 
-__all__ = ["evaluate_vae", "importance_weighted_log_px", "train_vae", "vae_objective"]
+__all__ = ["evaluate_vae", "train_vae", "vae_objective"]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 8, 9
@@ -77,16 +78,6 @@ def vae_objective(
     return -(reconstruction.mean() - kl_groups.clamp(min=free_bits).sum()), elbo
 
 
-def importance_weighted_log_px(log_weights: torch.Tensor, k: int) -> torch.Tensor:
-    """``log (1/k) sum exp(w)`` per example from ``(K_total, N)`` log-weights, averaged over
-    the ``K_total // k`` disjoint groups of k draws (nested groups: monotone in k)."""
-    total = log_weights.shape[0]
-    if not 1 <= k <= total:
-        raise ValueError(f"k must be in [1, {total}], got {k}")
-    groups = log_weights[: total - total % k].reshape(total // k, k, -1)
-    return (torch.logsumexp(groups, dim=1) - math.log(k)).mean(0)
-
-
 @torch.no_grad()
 def evaluate_vae(
     model: nn.Module, batches: Iterable[torch.Tensor], k: int = 1, seed: int = 0
@@ -95,14 +86,14 @@ def evaluate_vae(
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(mix_seeds(seed, k, _EVAL_STREAM))
-    sizes = sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+    sizes = sample_sizes(k)
     totals, count = dict.fromkeys(sizes, 0.0), 0
     for x in batches:
         z, log_q, _ = model.posterior(x, k, _noise(model, x, k, generator))
         prior = -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
         weights = model.log_likelihood(x, z) + prior - log_q
         for size in sizes:
-            totals[size] += float(importance_weighted_log_px(weights, size).sum())
+            totals[size] += float(log_mean_exp_groups(weights, size).sum())
         count += len(x)
     model.train(was_training)
     return {size: total / count for size, total in totals.items()}
