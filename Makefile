@@ -14,7 +14,7 @@ PROBE_CONFIGS ?= configs/imagenet.yaml
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
 # Studies with several seeds: the Flow++ ablations and dequantization, and the VAE table
-# (about 25 minutes on 2 cores).
+# (about 22 minutes on 2 cores: 15 for the Flow++ study, 6 for the VAEs).
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
 .PHONY: install bench study memory probe tables test perf flow-speed lint format clean
