@@ -1,30 +1,90 @@
-"""Atomic file writes: a crash mid-write never leaves a truncated checkpoint or table.
+"""Atomic file writes, and checkpoints that detect corruption and keep the previous one.
 
 Each writer writes a temporary file in the destination's folder, flushes it to disk and
-renames it over the destination (``os.replace`` is atomic on POSIX and Windows).
+renames it over the destination (``os.replace`` is atomic on POSIX and Windows), so a crash
+mid-write never leaves a truncated checkpoint or table.
+
+A checkpoint is stored as a magic header, the SHA-256 digest and length of the payload, then
+the payload (the bytes of ``torch.save(state)``). Saving renames the checkpoint it replaces to
+:func:`previous_checkpoint_path` (``last.pt`` -> ``last.previous.pt``); loading verifies the
+digest and, if the checkpoint is missing, truncated or corrupt, warns and returns the previous
+one. Files written by plain ``torch.save`` (older versions of the suite) still load, unverified.
 
 Example:
     >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "table.md"
-    >>> write_text_atomic(path, "| a |")
-    >>> path.read_text()
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_text_atomic(folder / "table.md", "| a |")
+    >>> (folder / "table.md").read_text()
     '| a |'
+    >>> save_checkpoint(folder / "last.pt", {"step": 1})
+    >>> save_checkpoint(folder / "last.pt", {"step": 2})
+    >>> load_checkpoint(folder / "last.pt")["step"], sorted(p.name for p in folder.glob("*.pt"))
+    (2, ['last.previous.pt', 'last.pt'])
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import os
+import struct
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["load_checkpoint", "save_checkpoint", "write_bytes_atomic", "write_text_atomic"]
+from benchmarks.errors import CheckpointError
+
+__all__ = [
+    "CheckpointWarning",
+    "has_checkpoint",
+    "load_checkpoint",
+    "previous_checkpoint_path",
+    "save_checkpoint",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+_MAGIC_PREFIX = b"FLOWBENCH-CKPT"
+_FORMAT_VERSION = 1
+_MAGIC = _MAGIC_PREFIX + bytes([_FORMAT_VERSION])
+# magic, SHA-256 digest of the payload, payload length in bytes (little-endian unsigned 64 bit)
+_HEADER = struct.Struct(f"<{len(_MAGIC)}s32sQ")
 
 
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be used and the previous one was loaded instead."""
+
+
+class _UnusableCheckpoint(Exception):
+    """A checkpoint file cannot be used; the message is the reason (e.g. ``"missing"``)."""
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make renames in ``folder`` durable (POSIX only; a no-op where folders cannot be opened)."""
+    if os.name != "posix":
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+            os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _write_atomic(
+    path: Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
+) -> None:
+    """Write ``path`` through a synced temporary file; first move the old file to ``keep_previous``.
+
+    The old file is renamed only once the new content is completely on disk, so an interrupted
+    write leaves the old file untouched and a crash between the two renames leaves the old file
+    at ``keep_previous``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -32,10 +92,14 @@ def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        if keep_previous is not None:
+            with contextlib.suppress(FileNotFoundError):  # the first save has nothing to keep
+                os.replace(path, keep_previous)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -48,11 +112,160 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     _write_atomic(Path(path), lambda stream: stream.write(data))
 
 
+def previous_checkpoint_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced.
+
+    >>> previous_checkpoint_path("runs/x/last.pt").as_posix()
+    'runs/x/last.previous.pt'
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether there is a checkpoint to resume from: ``path`` or its previous file exists."""
+    return Path(path).exists() or previous_checkpoint_path(path).exists()
+
+
+class _HashingWriter:
+    """A write-only stream that forwards to ``stream`` and hashes and counts what it writes."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._sha256.update(data)
+        self.size += memoryview(data).nbytes
+        return self._stream.write(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def digest(self) -> bytes:
+        return self._sha256.digest()
+
+
+def _write_verified(stream: IO[bytes], state: dict[str, Any]) -> None:
+    """Stream ``torch.save(state)`` after a header that is filled in once the payload is known."""
+    start = stream.tell()
+    stream.write(bytes(_HEADER.size))
+    payload = _HashingWriter(stream)
+    torch.save(state, payload)
+    stream.seek(start)
+    stream.write(_HEADER.pack(_MAGIC, payload.digest(), payload.size))
+    stream.seek(0, os.SEEK_END)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically."""
-    _write_atomic(Path(path), lambda stream: torch.save(state, stream))
+    """Save ``state`` to ``path`` atomically with a SHA-256 digest; keep the replaced checkpoint.
+
+    The replaced checkpoint moves to :func:`previous_checkpoint_path` only after the new file
+    is completely written and synced.
+    """
+    path = Path(path)
+    _write_atomic(
+        path, lambda stream: _write_verified(stream, state), previous_checkpoint_path(path)
+    )
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    """``"Kind: first line of the message"``, cut to ``limit`` characters."""
+    text = str(error).strip()
+    line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _torch_load(source: Path | IO[bytes]) -> dict[str, Any]:
+    try:
+        return torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as error:  # any failure to unpickle makes the file unusable
+        raise _UnusableCheckpoint(f"torch.load failed: {_first_line(error)}") from error
+
+
+def _read_payload(stream: IO[bytes], head: bytes, file_size: int) -> bytes:
+    """The payload after a verified header ``head``, checked against its length and digest."""
+    version = head[len(_MAGIC_PREFIX)]
+    if version != _FORMAT_VERSION:
+        raise _UnusableCheckpoint(
+            f"checkpoint format version {version}, this version of the suite reads "
+            f"version {_FORMAT_VERSION}"
+        )
+    _, digest, length = _HEADER.unpack(head)
+    expected = _HEADER.size + length
+    if file_size < expected:
+        raise _UnusableCheckpoint(f"truncated: {file_size:,} of {expected:,} bytes")
+    if file_size > expected:
+        raise _UnusableCheckpoint(f"{file_size:,} bytes where the header records {expected:,}")
+    payload = stream.read(length)
+    if hashlib.sha256(payload).digest() != digest:
+        raise _UnusableCheckpoint("SHA-256 mismatch: the content is corrupt")
+    return payload
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load the checkpoint at ``path``, or raise :class:`_UnusableCheckpoint` with the reason."""
+    try:
+        with path.open("rb") as stream:
+            file_size = os.fstat(stream.fileno()).st_size
+            head = stream.read(_HEADER.size)
+            if not head.startswith(_MAGIC_PREFIX):
+                if head and not _MAGIC_PREFIX.startswith(head):
+                    return _torch_load(path)  # written by plain torch.save: unverified
+                raise _UnusableCheckpoint(
+                    f"truncated: {file_size:,} of at least {_HEADER.size:,} bytes"
+                )
+            if len(head) < _HEADER.size:
+                raise _UnusableCheckpoint(
+                    f"truncated: {file_size:,} of at least {_HEADER.size:,} bytes"
+                )
+            payload = _read_payload(stream, head, file_size)
+    except FileNotFoundError:
+        raise _UnusableCheckpoint("missing") from None
+    except OSError as error:
+        raise _UnusableCheckpoint(f"unreadable: {_first_line(error)}") from error
+    return _torch_load(io.BytesIO(payload))
+
+
+def _fallback_warning(path: Path, reason: str, previous: Path, state: dict[str, Any]) -> str:
+    step = state.get("step") if isinstance(state, dict) else None
+    from_step = f" from step {step}" if step is not None else ""
+    return (
+        f"checkpoint {path} is unusable ({reason}); using the previous checkpoint "
+        f"{previous}{from_step} instead"
+    )
+
+
+def _no_checkpoint_message(path: Path, reason: str, previous: Path, previous_reason: str) -> str:
+    if reason == previous_reason == "missing":
+        return f"no checkpoint at {path} nor at {previous}; run without --resume to start over"
+    return (
+        f"cannot load checkpoint {path} ({reason}) nor the previous checkpoint {previous} "
+        f"({previous_reason}). Delete the run folder {path.parent} or run without --resume "
+        "to start over."
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU."""
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU.
+
+    If ``path`` is missing, truncated, corrupt or cannot be unpickled, warn with a
+    :class:`CheckpointWarning` and return the previous checkpoint instead.
+
+    Raises:
+        CheckpointError: neither ``path`` nor its previous checkpoint can be loaded.
+    """
+    path = Path(path)
+    try:
+        return _read_checkpoint(path)
+    except _UnusableCheckpoint as problem:
+        reason = str(problem)
+    previous = previous_checkpoint_path(path)
+    try:
+        state = _read_checkpoint(previous)
+    except _UnusableCheckpoint as problem:
+        message = _no_checkpoint_message(path, reason, previous, str(problem))
+        raise CheckpointError(message) from None
+    warnings.warn(_fallback_warning(path, reason, previous, state), CheckpointWarning, stacklevel=2)
+    return state

@@ -6,6 +6,8 @@ Examples:
         --data-dir ~/data --device cuda --models resnet110
     python -m benchmarks run configs/cifar.yaml --profile paper --dataset cifar10 \\
         --data-dir ~/data --resume          # continue a killed run
+    torchrun --nproc_per_node=8 -m benchmarks run configs/cifar.yaml --profile paper \\
+        --dataset cifar10 --data-dir ~/data  # DistributedDataParallel on 8 GPUs
     python -m benchmarks tables             # rewrite results/*.md and results/*.csv
     python -m benchmarks memory --batch-size 128 --sweep 3 9 18 36
     python -m benchmarks probe configs/imagenet.yaml   # params, memory/image, inversion
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.config import PROFILES, load_config
+from benchmarks.config import PRECISIONS, PROFILES, load_config
 from benchmarks.data import DATASETS
 from benchmarks.errors import BenchmarkError
 from flows.registry import UnknownModelError, get_info, list_models
@@ -88,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="processes decoding images for datasets read from files, e.g. ImageNet "
         "(default: min(8, CPUs))",
+    )
+    run.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto = bf16 autocast on CUDA, float32 on the CPU (the default); evaluation is "
+        "always float32",
+    )
+    run.add_argument(
+        "--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)"
+    )
+    run.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        nargs="?",
+        const="inductor",
+        help="torch.compile the training step (default backend: inductor)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -184,8 +202,21 @@ def _run(args: argparse.Namespace) -> None:
             tracking_uri=args.tracking_uri,
             progress=not args.no_progress,
             workers=args.workers,
+            overrides=_runtime_overrides(args),
         )
     )
+
+
+def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Training keys set on the command line (how a step runs, not what it computes)."""
+    overrides: dict[str, object] = {}
+    if args.precision is not None:
+        overrides["precision"] = args.precision
+    if args.channels_last:
+        overrides["channels_last"] = True
+    if args.compile is not None:
+        overrides["compile"] = args.compile
+    return overrides
 
 
 def _tables(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ import yaml
 from benchmarks.errors import ConfigError
 
 __all__ = [
+    "PRECISIONS",
     "PROFILES",
     "Config",
     "ProbeSettings",
@@ -41,6 +42,7 @@ PROFILES = ("paper", "quick", "smoke")
 OPTIMIZERS = ("sgd", "adam", "adamax")
 TASKS = ("classification", "density", "latent-variable")
 LAYOUTS = ("", "ablation")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class TrainSettings:
     eval_samples: int = 1  # S (or k) of the importance-weighted bound at the final evaluation
     free_bits: float = 0.0  # VAE: KL floor in nats per group of latents (IAF paper)
     free_bits_groups: int = 1  # VAE: number of groups the latents are split into
+    # How a step runs, not what it computes (excluded from the resume check):
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
+    channels_last: bool = False  # NHWC memory format for model and images
+    compile: str = ""  # a torch.compile backend ("inductor"); "" trains eagerly
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,19 @@ class ResolvedConfig:
         ).items():
             params[f"training.{key}"] = value
         return params
+
+    def with_training_overrides(self, changes: dict[str, Any]) -> ResolvedConfig:
+        """The same runs with training keys changed for every model (command-line options
+        such as ``--precision``); the values are checked like the config's."""
+        hints = typing.get_type_hints(TrainSettings)
+        for key, value in changes.items():
+            if key not in hints:
+                _unknown_key(key, list(hints), "command-line training override")
+            _check_value(value, hints[key], f"command-line override {key}")
+        training = replace(self.training, **changes)
+        _check_training(training, "command-line overrides")
+        per_model = {name: replace(s, **changes) for name, s in self.model_training.items()}
+        return replace(self, training=training, model_training=per_model)
 
     def model_kwargs(self, model: str) -> dict[str, Any]:
         """Builder arguments of ``model`` in this profile (config-level, then profile)."""
@@ -417,6 +436,11 @@ def _check_training(training: TrainSettings, where: str) -> None:
         value = getattr(training, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    if training.precision not in PRECISIONS:
+        raise ConfigError(
+            f"{where}: 'precision' must be one of {', '.join(PRECISIONS)}, got "
+            f"{training.precision!r}"
+        )
     if training.free_bits < 0 or training.free_bits_groups < 1:
         raise ConfigError(f"{where}: 'free_bits' must be >= 0 and 'free_bits_groups' >= 1")
     if training.warmup_steps < 0 or training.weight_norm_l2 < 0:

@@ -40,6 +40,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
 __all__ = [
@@ -75,10 +76,15 @@ class TrainingData(Protocol):
     def subset(self, train_examples: int | None, test_examples: int | None) -> TrainingData: ...
 
     def train_batches(
-        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        augment: bool = True,
+        shard: Shard | None = None,
     ) -> Iterator[Batch]:
         """Batches of steps ``start_step, start_step + 1, ...``, each a function of
-        ``(seed, step)`` alone."""
+        ``(seed, step)`` alone (``shard``: this process's rows of each global batch)."""
         ...
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
@@ -145,10 +151,17 @@ class ImageData:
         return len(self.train_images)
 
     def train_batches(
-        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        augment: bool = True,
+        shard: Shard | None = None,
     ) -> Iterator[Batch]:
-        """Infinite training batches from ``start_step`` (see :class:`BatchSampler`)."""
+        """Infinite training batches from ``start_step`` (see :class:`BatchSampler`); with a
+        ``shard``, its rows of each (augmented) global batch."""
         sampler = BatchSampler(len(self.train_images), batch_size, seed)
+        shard = shard or Shard()
 
         def batches() -> Iterator[Batch]:
             for step in itertools.count(start_step):
@@ -156,7 +169,7 @@ class ImageData:
                 images, labels = self.train_images[index], self.train_labels[index]
                 if augment:
                     images = self.augmentation(images, sampler.augmentation_generator(step))
-                yield images, labels
+                yield shard.rows(images), shard.rows(labels)
 
         return batches()
 

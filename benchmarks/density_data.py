@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.data import BatchSampler
+from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
 __all__ = ["DENSITY_DATASETS", "DiscreteImages", "load_density_dataset"]
@@ -67,10 +68,17 @@ class DiscreteImages:
         return replace(self, train=self.train[:train_examples], test=self.test[:test_examples])
 
     def train_batches(
-        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        augment: bool = True,
+        shard: Shard | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Infinite training batches from ``start_step``; flips when the recipe has them."""
+        """Infinite training batches from ``start_step``; flips when the recipe has them
+        (``shard``: this process's rows of each global batch)."""
         sampler = BatchSampler(len(self.train), batch_size, seed)
+        shard = shard or Shard()
 
         def batches() -> Iterator[torch.Tensor]:
             for step in itertools.count(start_step):
@@ -79,7 +87,7 @@ class DiscreteImages:
                     generator = sampler.augmentation_generator(step)
                     flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
                     images = torch.where(flip[:, None, None, None], images.flip(3), images)
-                yield images
+                yield shard.rows(images)
 
         return batches()
 

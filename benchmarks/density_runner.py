@@ -57,7 +57,8 @@ def run_density_config(request: RunRequest, resolved: ResolvedConfig) -> list[Ru
         data = load_density_dataset(dataset_name, request.data_dir, request.download).subset(
             settings.train_examples, settings.test_examples
         )
-        records.append(_baseline(data, resolved, request, device, tracking_uri))
+        if request.shard.is_main:
+            records.append(_baseline(data, resolved, request, device, tracking_uri))
         for model_name in models:
             records.append(_train_one(model_name, data, resolved, request, device, tracking_uri))
     return records
@@ -138,9 +139,10 @@ def _train_one(
         if "test_bpd_iw" in final
         else ""
     )
-    print(
-        f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
-        f"test {final['test_bpd']:.3f} bits/dim{iw} | {params:,} params | "
-        f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
-    )
+    if request.shard.is_main:
+        print(
+            f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
+            f"test {final['test_bpd']:.3f} bits/dim{iw} | {params:,} params | "
+            f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
+        )
     return record

@@ -41,6 +41,7 @@ from torch import nn
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.density_data import DiscreteImages
+from benchmarks.distributed import Shard
 from benchmarks.fitting import ExponentialMovingAverage, FitTask, fit
 from benchmarks.metrics import (
     Dequantizer,
@@ -149,6 +150,7 @@ def train_density(
     extra_state: dict[str, Any] | None = None,
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> TrainingOutcome:
     """Train a density model (``log_prob(y)`` in nats) on integer images; see the module doc.
 
@@ -161,13 +163,16 @@ def train_density(
     data = data.to(device)
     scales = weight_norm_scales(model)
 
-    def loss(model: nn.Module, x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        model: nn.Module, x: torch.Tensor, step: int, shard: Shard
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.Generator().manual_seed(mix_seeds(seed, step, _NOISE_STREAM))
-        y, log_q = dequantize_with(dequantizer_of(model), x, data.levels, noise)
+        y, log_q = dequantize_with(dequantizer_of(model), x, data.levels, noise, shard)
         bpd = bits_per_dim(model.log_prob(y), data.num_dims, data.levels, log_q).mean()
         if settings.weight_norm_l2 and scales:
-            return bpd + settings.weight_norm_l2 * sum((g**2).sum() for g in scales) / 2, bpd
-        return bpd, bpd
+            penalty = settings.weight_norm_l2 * sum((g**2).sum() for g in scales) / 2
+            return bpd + penalty, {"train_bpd": bpd}
+        return bpd, {"train_bpd": bpd}
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         batches = data.test_batches(settings.batch_size)
@@ -186,12 +191,11 @@ def train_density(
         }
 
     task = FitTask(
-        batches=lambda start: data.train_batches(
-            settings.batch_size, seed, start, settings.augment
+        batches=lambda start, shard: data.train_batches(
+            settings.batch_size, seed, start, settings.augment, shard
         ),
         loss=loss,
         evaluate=evaluate,
-        metric="train_bpd",
         finish=finish,
     )
     return fit(
@@ -206,4 +210,5 @@ def train_density(
         extra_state=extra_state,
         progress=progress,
         after_step=after_step,
+        shard=shard,
     )

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 __all__ = [
     "BenchmarkError",
+    "CheckpointError",
     "ConfigError",
     "DatasetNotFoundError",
     "DeviceError",
+    "TrackingError",
     "TrainingDivergedError",
 ]
 
 
 class BenchmarkError(Exception):
     """Base class: the CLI prints the message and exits with status 2."""
+
+
+class CheckpointError(BenchmarkError):
+    """Neither a run's checkpoint nor the previous one it keeps can be loaded."""
 
 
 class ConfigError(BenchmarkError):
@@ -25,6 +31,10 @@ class DatasetNotFoundError(BenchmarkError):
 
 class DeviceError(BenchmarkError):
     """The requested device is not available."""
+
+
+class TrackingError(BenchmarkError):
+    """The MLflow tracking store cannot be reached or written (checked before training)."""
 
 
 class TrainingDivergedError(BenchmarkError):

@@ -1,4 +1,4 @@
-"""The training loop shared by the likelihood models (flows in bits/dim, VAEs in nats).
+"""The training loop of every model of the suite: classifiers, flows (bits/dim) and VAEs.
 
 A :class:`FitTask` says what differs between them: the batches, the loss of one step, what an
 evaluation measures and what the end adds. :func:`fit` does the rest, the same way for all:
@@ -9,15 +9,23 @@ evaluation every ``eval_every``, atomic checkpoints every ``checkpoint_every`` a
 exact ``--resume`` (model, optimizer, EMA, RNG, history and wall time come from the
 checkpoint) and the NaN guard of :func:`~benchmarks.training.stop_if_diverged`.
 
+How a step runs is set by ``precision`` (bf16 autocast around the forward pass; evaluation
+stays in float32), ``channels_last`` and ``compile`` (a ``torch.compile`` backend) of the
+settings, and by the :class:`~benchmarks.distributed.Shard`: under ``torchrun`` the loss runs
+inside DistributedDataParallel on this process's rows of each global batch, rank 0 alone
+writes checkpoints, and every process evaluates the whole test split (the same numbers).
+
 Example:
     >>> import tempfile, torch
     >>> from benchmarks.config import TrainSettings
     >>> model = torch.nn.Linear(1, 1)
+    >>> def squared(model, x, step, shard):
+    ...     loss = model(x).pow(2).mean()
+    ...     return loss, {"train_loss": loss}
     >>> task = FitTask(
-    ...     batches=lambda start: iter(lambda: torch.ones(4, 1), None),
-    ...     loss=lambda model, x, step: (model(x).pow(2).mean(),) * 2,
-    ...     evaluate=lambda model: {"test_loss": model(torch.ones(1, 1)).item() ** 2},
-    ...     metric="train_loss")
+    ...     batches=lambda start, shard: iter(lambda: torch.ones(4, 1), None),
+    ...     loss=squared,
+    ...     evaluate=lambda model: {"test_loss": model(torch.ones(1, 1)).item() ** 2})
     >>> settings = TrainSettings(optimizer="sgd", learning_rate=0.1, batch_size=4, steps=3)
     >>> outcome = fit(model, settings, task, checkpoint_path=tempfile.mkdtemp() + "/last.pt",
     ...               progress=False)
@@ -37,9 +45,17 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from benchmarks.checkpoint import save_checkpoint
+from benchmarks.checkpoint import has_checkpoint, save_checkpoint
 from benchmarks.config import TrainSettings
+from benchmarks.data import mix_seeds
+from benchmarks.distributed import (
+    Shard,
+    convert_batch_norm,
+    initialise_on_global_batch,
+    needs_data_init,
+)
 from benchmarks.training import (
     TrainingOutcome,
     learning_rate_at,
@@ -50,9 +66,11 @@ from benchmarks.training import (
     training_state,
 )
 
-__all__ = ["ExponentialMovingAverage", "FitTask", "fit"]
+__all__ = ["ExponentialMovingAverage", "FitTask", "fit", "uses_bf16"]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
+Reported = dict[str, torch.Tensor]
+_DROPOUT_STREAM = 11
 
 
 class ExponentialMovingAverage:
@@ -93,21 +111,44 @@ class FitTask:
     """What one kind of model trains on and measures.
 
     Args:
-        batches: ``start_step -> iterator`` of training batches from that step on.
-        loss: ``(model, batch, step) -> (objective, reported)``: the scalar to minimise and
-            the scalar logged as ``metric`` (``sign`` times its mean over the interval).
+        batches: ``(start_step, shard) -> iterator`` of this process's rows of the training
+            batches from that step on.
+        loss: ``(model, batch, step, shard) -> (objective, reported)``: the scalar to minimise
+            and the scalars logged (their mean over the interval), e.g. ``{"train_bpd": bpd}``.
+            Noise that belongs to examples is drawn through ``shard.draw``.
         evaluate: ``evaluated model -> metrics`` at every evaluation.
-        metric: name of the logged training metric (``train_bpd``, ``train_elbo``).
-        sign: +1, or -1 to log the negated loss (the ELBO of a negative-ELBO loss).
         finish: ``evaluated model -> extra final metrics`` (importance-weighted bounds).
     """
 
-    batches: Callable[[int], Iterator[torch.Tensor]]
-    loss: Callable[[nn.Module, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+    batches: Callable[[int, Shard], Iterator[Any]]
+    loss: Callable[[nn.Module, Any, int, Shard], tuple[torch.Tensor, Reported]]
     evaluate: Callable[[nn.Module], dict[str, float]]
-    metric: str
-    sign: float = 1.0
     finish: Callable[[nn.Module], dict[str, float]] = field(default=lambda model: {})
+
+
+class _StepLoss(nn.Module):
+    """The task's loss as a module, so that DistributedDataParallel sees it as ``forward``
+    (DDP only prepares gradient reduction for calls of ``forward``)."""
+
+    def __init__(self, model: nn.Module, task: FitTask, shard: Shard) -> None:
+        super().__init__()
+        self.model, self.task, self.shard = model, task, shard
+
+    def forward(self, batch: Any, step: int) -> tuple[torch.Tensor, Reported]:
+        return self.task.loss(self.model, batch, step, self.shard)
+
+
+def uses_bf16(settings: TrainSettings, device: torch.device) -> bool:
+    """``precision`` ``bf16``, or ``auto`` on CUDA: the forward pass runs under bf16 autocast."""
+    return settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+
+
+def _channels_last(batch: Any) -> Any:
+    if isinstance(batch, tuple):
+        return tuple(_channels_last(part) for part in batch)
+    if isinstance(batch, torch.Tensor) and batch.ndim == 4:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def fit(
@@ -123,6 +164,7 @@ def fit(
     extra_state: dict[str, Any] | None = None,
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> TrainingOutcome:
     """Train ``model`` on ``task`` with ``settings``; see the module docstring.
 
@@ -131,25 +173,53 @@ def fit(
     one (the EMA when ``ema_decay`` is set).
     """
     device = torch.device(device)
+    shard = shard or Shard()
+    shard.local_size(settings.batch_size)  # the global batch must split evenly
     checkpoint_path = Path(checkpoint_path)
     log = log_metrics or (lambda metrics, step: None)
     torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     model.to(device).train()
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, settings)
     ema = ExponentialMovingAverage(settings.ema_decay) if settings.ema_decay else None
     start_step, history, elapsed_before, resumed_from = 0, [], 0.0, None
-    if resume and checkpoint_path.exists():
+    if resume and has_checkpoint(checkpoint_path):
         state = restore_training_state(checkpoint_path, settings, model, optimizer)
         if ema is not None:
             ema.load_state_dict(model, state["ema"])
         start_step, history = state["step"], state["history"]
         elapsed_before, resumed_from = state["wall_time_s"], state["step"]
-    batches = task.batches(start_step)
+    if shard.rank > 0:  # dropout: an independent stream per process
+        torch.manual_seed(mix_seeds(seed, start_step, _DROPOUT_STREAM + shard.rank))
+    step_loss: nn.Module = _StepLoss(model, task, shard)
+    if shard.distributed:
+        if needs_data_init(model):
+            first = next(task.batches(start_step, Shard()))
+            initialise_on_global_batch(
+                model, lambda: task.loss(model, first, start_step, Shard()), device
+            )
+        convert_batch_norm(model)
+        step_loss = DistributedDataParallel(
+            step_loss,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=any(
+                getattr(module, "allocates_unused_parameters", False) for module in model.modules()
+            ),
+        )
+    if settings.compile:
+        step_loss = torch.compile(step_loss, backend=settings.compile)
+    bf16 = uses_bf16(settings, device)
+    batches = task.batches(start_step, shard)
 
     def evaluated() -> nn.Module:
         return ema.module if ema is not None and ema.module is not None else model
 
     def checkpoint(step: int) -> None:
+        if not shard.is_main:
+            return
         elapsed = elapsed_before + time.perf_counter() - started
         state = training_state(
             model,
@@ -166,48 +236,58 @@ def fit(
 
     started = time.perf_counter()
     interval_start, rates = started, []
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    objectives: list[torch.Tensor] = []
+    pending: list[Reported] = []
+    norms: list[torch.Tensor] = []
     final: dict[str, float] = {}
-    bar = progress_bar(settings, start_step, progress)
+    bar = progress_bar(settings, start_step, progress and shard.is_main)
     for step in range(start_step, settings.steps):
         lr = learning_rate_at(step, settings)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        objective, reported = task.loss(model, next(batches), step)
+        batch = next(batches)
+        if settings.channels_last:
+            batch = _channels_last(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            objective, reported = step_loss(batch, step)
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if settings.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        else:
-            norm = torch.zeros(())
+            norms.append(
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).detach()
+            )
         optimizer.step()
         if ema is not None:
             ema.update(model)
-        pending.append((reported.detach(), norm.detach()))
+        objectives.append(objective.detach().float())
+        pending.append({name: value.detach().float() for name, value in reported.items()})
         done = step + 1
         bar.update(1)
         is_last = done == settings.steps
         evaluate_now = done % settings.eval_every == 0 or is_last
         checkpoint_now = done % settings.checkpoint_every == 0 or is_last
         if done % settings.log_every == 0 or evaluate_now or checkpoint_now:
-            losses, norms = (torch.stack(column).cpu() for column in zip(*pending, strict=True))
-            stop_if_diverged(losses, done - len(pending), checkpoint_path)
+            stop_if_diverged(torch.stack(objectives).cpu(), done - len(objectives), checkpoint_path)
             now = time.perf_counter()
-            rates.append(len(pending) * settings.batch_size / (now - interval_start))
+            rates.append(len(objectives) * settings.batch_size / (now - interval_start))
             metrics = {
-                task.metric: task.sign * losses.mean().item(),
-                "learning_rate": lr,
-                "train_images_per_s": rates[-1],
+                name: torch.stack([entry[name] for entry in pending]).mean().item()
+                for name in pending[0]
             }
-            if settings.grad_clip is not None:
-                metrics["grad_norm"] = norms.mean().item()
+            metrics.update(learning_rate=lr, train_images_per_s=rates[-1])
+            if norms:
+                metrics["grad_norm"] = torch.stack(norms).mean().item()
+            loss = torch.stack(objectives).mean().item()
+            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rates[-1]:.0f}")
+            objectives.clear()
             pending.clear()
-            bar.set_postfix(loss=f"{losses.mean().item():.3f}", img_s=f"{rates[-1]:.0f}")
+            norms.clear()
             if evaluate_now:
                 metrics.update(task.evaluate(evaluated()))
                 history.append({"step": done, **metrics})
                 final = dict(metrics)
-            log(metrics, done)
+            if shard.is_main:
+                log(metrics, done)
             if checkpoint_now:
                 checkpoint(done)
             interval_start = time.perf_counter()

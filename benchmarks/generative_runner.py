@@ -18,11 +18,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from benchmarks.checkpoint import load_checkpoint
 from benchmarks.config import ResolvedConfig
 from benchmarks.profiling import count_parameters
-from benchmarks.runner import RunRecord, RunRequest, resolved_yaml
-from benchmarks.tracking import TrackedRun, environment_tags
+from benchmarks.runner import RunRecord, RunRequest, open_run, resolved_yaml, resumed_run_id
+from benchmarks.tracking import environment_tags
 from benchmarks.training import TrainingOutcome
 from flows.registry import create, get_info
 
@@ -70,13 +69,11 @@ def train_tracked(
     info = get_info(model_name)
     label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
     checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
-    run_id = None
-    if request.resume and checkpoint_path.exists():
-        run_id = load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
+    run_id = resumed_run_id(checkpoint_path, request)
     torch.manual_seed(request.seed)
     model_args = resolved.model_kwargs(model_name)
     model = create(model_name, in_channels=data.channels, image_size=data.image_size, **model_args)
-    with TrackedRun(tracking_uri, config.name, run_name=label, run_id=run_id) as run:
+    with open_run(request.shard, tracking_uri, config.name, label, run_id) as run:
         run.set_tags(
             {
                 **run_tags(device, model_name, data.name, resolved, request, "train"),
@@ -109,6 +106,7 @@ def train_tracked(
             log_metrics=run.log_metrics,
             extra_state={"mlflow_run_id": run.run_id},
             progress=request.progress,
+            shard=request.shard,
         )
         final = {
             **outcome.final,
@@ -119,7 +117,8 @@ def train_tracked(
         }
         run.log_metrics(final, step=outcome.steps)
         title = f"{model_name} on {data.name} ({resolved.profile}, {outcome.steps} steps)"
-        drawn = figures(outcome.evaluation_model or model, outcome, title)
+        evaluated = outcome.evaluation_model or model
+        drawn = figures(evaluated, outcome, title) if request.shard.is_main else {}
         for index, (name, figure) in enumerate(drawn.items()):
             if index == 0:
                 figure.savefig(checkpoint_path.parent / name, dpi=110)

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from benchmarks.data import Batch, BatchSampler, mix_seeds
+from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
 __all__ = [
@@ -102,14 +103,19 @@ class _SeededExamples(Dataset):
 class _StepBatches(Sampler):
     """Yields, for steps ``start_step, start_step + 1, ...``, the batch's ``(index, seed)``."""
 
-    def __init__(self, sampler: BatchSampler, start_step: int) -> None:
-        self.sampler, self.start_step = sampler, start_step
+    def __init__(self, sampler: BatchSampler, start_step: int, shard: Shard) -> None:
+        self.sampler, self.start_step, self.shard = sampler, start_step, shard
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        size = self.shard.local_size(self.sampler.batch_size)
+        first = self.shard.rank * size
         for step in itertools.count(self.start_step):
             indices = self.sampler.indices(step).tolist()
             base = mix_seeds(self.sampler.seed, step, _SAMPLE_STREAM)
-            yield [(index, mix_seeds(base, k, _SAMPLE_STREAM)) for k, index in enumerate(indices)]
+            seeded = [
+                (index, mix_seeds(base, k, _SAMPLE_STREAM)) for k, index in enumerate(indices)
+            ]
+            yield seeded[first : first + size]  # this process decodes only its rows
 
 
 @dataclass
@@ -182,12 +188,18 @@ class ImageFolderData:
             )
 
     def train_batches(
-        self, batch_size: int, seed: int, start_step: int = 0, augment: bool = True
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        augment: bool = True,
+        shard: Shard | None = None,
     ) -> Iterator[Batch]:
         sampler = BatchSampler(self.num_train_examples, batch_size, seed)
         transform = (train_transform if augment else eval_transform)(self.image_size)
         dataset = _SeededExamples(self.train_folder, self._train_indices, transform)
-        return self._deliver(iter(self._loader(dataset, _StepBatches(sampler, start_step))))
+        steps = _StepBatches(sampler, start_step, shard or Shard())
+        return self._deliver(iter(self._loader(dataset, steps)))
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         count = len(self._test_indices)

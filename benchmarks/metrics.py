@@ -32,6 +32,8 @@ from typing import Protocol
 
 import torch
 
+from benchmarks.distributed import Shard
+
 __all__ = [
     "Dequantizer",
     "bits_per_dim",
@@ -73,8 +75,16 @@ def uniform_dequantize(
 class Dequantizer(Protocol):
     """``q(u | x)``: draws ``u`` in ``[0, 1)^D`` per example with its ``log q`` (nats)."""
 
+    def draw_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
     def sample(
-        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        levels: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -83,13 +93,25 @@ def dequantize_with(
     x: torch.Tensor,
     levels: int,
     generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``y = (x + u) / levels`` and ``log q(u | x)`` with ``u`` from ``dequantizer``
-    (uniform noise and ``log q = 0`` when it is None, identical to :func:`uniform_dequantize`)."""
-    if dequantizer is None:
-        return uniform_dequantize(x, levels, generator), torch.zeros(x.shape[0], device=x.device)
-    u, log_q = dequantizer.sample(x, levels, generator)
+    (uniform noise and ``log q = 0`` when it is None, identical to :func:`uniform_dequantize`).
+
+    With a ``shard`` (``x`` is this process's rows of a global batch), the noise is drawn for
+    the global batch and sliced, so an example gets the same ``u`` in any number of processes.
+    """
+    shard = shard or Shard()
+    draw = dequantizer.draw_noise if dequantizer is not None else _uniform_noise
+    noise = shard.draw(draw, tuple(x.shape), generator)
+    if dequantizer is None:  # exactly uniform_dequantize
+        return (x.float() + noise.to(x.device)) / levels, torch.zeros(x.shape[0], device=x.device)
+    u, log_q = dequantizer.sample(x, levels, noise=noise)
     return (x.to(u.dtype) + u) / levels, log_q
+
+
+def _uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=torch.float32)
 
 
 def log_importance_weights(

@@ -20,23 +20,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
-from benchmarks.checkpoint import load_checkpoint
+from benchmarks.checkpoint import has_checkpoint, load_checkpoint
+from benchmarks.classifier_training import train_classifier
 from benchmarks.config import ResolvedConfig, load_config
 from benchmarks.data import TrainingData, load_dataset
+from benchmarks.distributed import Shard, init_distributed
 from benchmarks.errors import ConfigError, DeviceError
 from benchmarks.plots import learning_curve
 from benchmarks.profiling import profile_training_step
-from benchmarks.tracking import TrackedRun, environment_tags, resolve_tracking_uri
-from benchmarks.training import train_classifier
+from benchmarks.tracking import (
+    TrackedRun,
+    check_tracking_uri,
+    environment_tags,
+    resolve_tracking_uri,
+    tracking_uri_source,
+)
 from flows.registry import create, get_info
 
-__all__ = ["RunRecord", "RunRequest", "resolve_device", "resolved_yaml", "run_config"]
+__all__ = [
+    "RunRecord",
+    "RunRequest",
+    "open_run",
+    "resolve_device",
+    "resolved_yaml",
+    "resumed_run_id",
+    "run_config",
+]
 
 
 @dataclass
@@ -57,6 +73,8 @@ class RunRequest:
     tracking_uri: str | None = None
     progress: bool = True
     workers: int | None = None
+    shard: Shard = field(default_factory=Shard)  # set by run_config under torchrun
+    overrides: dict[str, object] = field(default_factory=dict)  # runtime keys: precision, ...
 
 
 @dataclass
@@ -89,9 +107,21 @@ def resolve_device(name: str) -> torch.device:
 
 def run_config(request: RunRequest) -> list[RunRecord]:
     """Train every requested model of the config on every requested dataset, once per seed
-    (``request.seeds``, else the profile's ``seeds``)."""
+    (``request.seeds``, else the profile's ``seeds``).
+
+    Under ``torchrun`` every process runs this; they train together (see
+    :mod:`benchmarks.distributed`) and rank 0 alone logs, checkpoints and returns records.
+    The tracking store is checked first, so an unreachable server costs no training time.
+    """
     config = load_config(request.config_path)
     resolved = config.resolve(request.profile)
+    if request.overrides:
+        resolved = resolved.with_training_overrides(request.overrides)
+    shard, device = init_distributed(resolve_device(request.device))
+    if shard.is_main:
+        uri = request.tracking_uri
+        check_tracking_uri(resolve_tracking_uri(uri), source=tracking_uri_source(uri))
+    request = dataclasses.replace(request, device=str(device), shard=shard)
     records = []
     for seed in request.seeds if request.seeds is not None else resolved.seeds:
         records += _run_seed(dataclasses.replace(request, seed=seed), resolved)
@@ -145,9 +175,7 @@ def _train_one(
     info = get_info(model_name)
     label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
     checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
-    run_id = None
-    if request.resume and checkpoint_path.exists():
-        run_id = load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
+    run_id = resumed_run_id(checkpoint_path, request)
     torch.manual_seed(request.seed)
     model = create(
         model_name,
@@ -156,7 +184,7 @@ def _train_one(
         **resolved.model_kwargs(model_name),
     )
     reproduction = resolved.profile == "paper" and data.name in config.datasets
-    with TrackedRun(tracking_uri, config.name, run_name=label, run_id=run_id) as run:
+    with open_run(request.shard, tracking_uri, config.name, label, run_id) as run:
         run.set_tags(
             {
                 **environment_tags(device),
@@ -197,6 +225,7 @@ def _train_one(
             log_metrics=run.log_metrics,
             extra_state={"mlflow_run_id": run.run_id},
             progress=request.progress,
+            shard=request.shard,
         )
         final = {
             **outcome.final,
@@ -210,13 +239,18 @@ def _train_one(
             learning_curve(outcome.history, f"{model_name} on {data.name} ({resolved.profile})"),
             "learning_curve.png",
         )
-    print(
-        f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
-        f"top-1 error {final['test_error']:.2f}% (top-5 {final['test_top5_error']:.2f}%) | "
-        f"{int(probe['params']):,} params | "
-        f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
-        + (f" | resumed from step {outcome.resumed_from_step}" if outcome.resumed_from_step else "")
-    )
+    if request.shard.is_main:
+        print(
+            f"{model_name} on {data.name} [{resolved.profile}, {device.type}]: "
+            f"top-1 error {final['test_error']:.2f}% (top-5 {final['test_top5_error']:.2f}%) | "
+            f"{int(probe['params']):,} params | "
+            f"{final['train_images_per_s']:.0f} img/s | {final['wall_time_s']:.0f} s"
+            + (
+                f" | resumed from step {outcome.resumed_from_step}"
+                if outcome.resumed_from_step
+                else ""
+            )
+        )
     return RunRecord(
         model=model_name,
         dataset=data.name,
@@ -227,6 +261,37 @@ def _train_one(
         run_id=run.run_id,
         metrics=final,
     )
+
+
+class _UntrackedRun:
+    """What a process other than rank 0 logs: nothing (same interface as TrackedRun)."""
+
+    run_id = ""
+
+    def __enter__(self) -> _UntrackedRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def open_run(
+    shard: Shard, tracking_uri: str, experiment: str, run_name: str, run_id: str | None
+) -> TrackedRun | _UntrackedRun:
+    """The MLflow run of a training run on rank 0; a silent stand-in on the other ranks."""
+    if not shard.is_main:
+        return _UntrackedRun()
+    return TrackedRun(tracking_uri, experiment, run_name=run_name, run_id=run_id)
+
+
+def resumed_run_id(checkpoint_path: Path, request: RunRequest) -> str | None:
+    """The MLflow run a ``--resume`` continues (kept in the checkpoint), if any."""
+    if not (request.resume and request.shard.is_main and has_checkpoint(checkpoint_path)):
+        return None
+    return load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
 
 
 def resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:

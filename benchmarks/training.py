@@ -1,57 +1,47 @@
-"""The classification training loop: SGD with step decay, periodic evaluation, atomic
-checkpoints, exact resume and a guard against a diverging loss.
+"""What every training loop shares: the learning-rate schedule, the optimizers of the
+recipes, the checkpointed state and its restoration, and the guard against a diverging loss.
 
-The recipe is that of the RevNet paper's official code (``revnet-public``): SGD with momentum,
-a piecewise-constant learning rate, and L2 weight decay on convolution and linear weights only
-(TensorFlow's ``wd * l2_loss(w)`` has the gradient ``wd * w``, which is PyTorch's
-``weight_decay=wd``). Everything random is derived from the seed and the step number, so
-``--resume`` after a kill reproduces the uninterrupted run exactly (on the same device).
+The loop itself is :func:`benchmarks.fitting.fit`; :mod:`benchmarks.classifier_training`,
+:mod:`benchmarks.density_training` and :mod:`benchmarks.vae_training` define what it trains.
 
 Example:
-    >>> import flows, tempfile
     >>> from benchmarks.config import TrainSettings
-    >>> from benchmarks.data import load_dataset
-    >>> settings = TrainSettings(optimizer="sgd", learning_rate=0.1, batch_size=32, steps=2)
-    >>> outcome = train_classifier(flows.create("resnet32", in_channels=1), load_dataset("digits"),
-    ...     settings, checkpoint_path=tempfile.mkdtemp() + "/last.pt", progress=False)
-    >>> outcome.steps
-    2
+    >>> settings = TrainSettings(optimizer="sgd", learning_rate=0.1, batch_size=32, steps=100,
+    ...                          lr_milestones=[50], lr_decay=0.1)
+    >>> learning_rate_at(49, settings), round(learning_rate_at(50, settings), 6)
+    (0.1, 0.01)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks.checkpoint import load_checkpoint, save_checkpoint
+from benchmarks.checkpoint import has_checkpoint, load_checkpoint
 from benchmarks.config import TrainSettings
-from benchmarks.data import Batch, TrainingData
 from benchmarks.errors import BenchmarkError, TrainingDivergedError
 
 __all__ = [
+    "RUNTIME_SETTINGS",
     "TrainingOutcome",
     "check_same_settings",
-    "evaluate",
     "learning_rate_at",
     "make_optimizer",
     "progress_bar",
     "restore_training_state",
     "stop_if_diverged",
-    "train_classifier",
     "training_state",
 ]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
+RUNTIME_SETTINGS = frozenset({"precision", "channels_last", "compile"})
 
 
 @dataclass
@@ -91,163 +81,6 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
         return torch.optim.SGD(groups, lr=settings.learning_rate, momentum=settings.momentum)
     optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[settings.optimizer]
     return optimizer(groups, lr=settings.learning_rate)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """Test loss (nats), top-1 and top-5 error (%) of ``model`` in eval mode.
-
-    Top-5 counts a prediction as right when the label is among the five largest logits (with
-    fewer than five classes it equals top-1 over all classes, i.e. 0).
-    """
-    was_training = model.training
-    model.eval()
-    total_loss, wrong, wrong_top5, count = 0.0, 0, 0, 0
-    for images, labels in batches:
-        logits = model(images)
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        wrong += int((top5[:, 0] != labels).sum())
-        wrong_top5 += int((top5 != labels[:, None]).all(dim=1).sum())
-        count += len(labels)
-    model.train(was_training)
-    return {
-        "test_loss": total_loss / count,
-        "test_error": 100.0 * wrong / count,
-        "test_top5_error": 100.0 * wrong_top5 / count,
-    }
-
-
-def train_classifier(
-    model: nn.Module,
-    data: TrainingData,
-    settings: TrainSettings,
-    *,
-    checkpoint_path: str | Path,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    resume: bool = False,
-    log_metrics: MetricsLogger | None = None,
-    extra_state: dict[str, Any] | None = None,
-    progress: bool = True,
-    after_step: Callable[[int], None] | None = None,
-) -> TrainingOutcome:
-    """Train ``model`` on ``data`` with ``settings``; return the final test metrics.
-
-    Args:
-        model: a classifier returning logits.
-        data: the dataset (delivered to ``device`` here).
-        settings: the resolved training settings.
-        checkpoint_path: where the atomic checkpoint is written every ``checkpoint_every``
-            steps and at the end.
-        seed: seeds the batch order and augmentation (and the global torch RNG).
-        device: where to train.
-        resume: continue from ``checkpoint_path`` if it exists.
-        log_metrics: called as ``log_metrics(metrics, step)`` at every log/eval point.
-        extra_state: stored in the checkpoint (the runner keeps its MLflow run id there).
-        progress: show a tqdm progress bar.
-        after_step: called with the number of completed steps after each step.
-
-    Raises:
-        TrainingDivergedError: the loss became NaN or infinite; the last good checkpoint is
-            kept and named in the message.
-    """
-    device = torch.device(device)
-    checkpoint_path = Path(checkpoint_path)
-    log = log_metrics or (lambda metrics, step: None)
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
-    model.to(device).train()
-    optimizer = make_optimizer(model, settings)
-    start_step, history, elapsed_before = 0, [], 0.0
-    resumed_from = None
-    if resume and checkpoint_path.exists():
-        state = restore_training_state(checkpoint_path, settings, model, optimizer)
-        start_step, history = state["step"], state["history"]
-        elapsed_before = state["wall_time_s"]
-        resumed_from = start_step
-    data = data.to(device)
-    batches = data.train_batches(settings.batch_size, seed, start_step, settings.augment)
-    eval_batch_size = 2 * settings.batch_size  # no activations kept: twice fits
-
-    def checkpoint(step: int) -> None:
-        elapsed = elapsed_before + time.perf_counter() - started
-        state = training_state(
-            model,
-            optimizer,
-            step=step,
-            history=history,
-            wall_time_s=elapsed,
-            settings=settings,
-            seed=seed,
-            extra=extra_state,
-        )
-        save_checkpoint(checkpoint_path, state)
-
-    started = time.perf_counter()
-    interval_start, rates = started, []
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-    bar = progress_bar(settings, start_step, progress)
-    final: dict[str, float] = {}
-    for step in range(start_step, settings.steps):
-        lr = learning_rate_at(step, settings)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, labels = next(batches)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        pending.append((loss.detach(), (logits.argmax(1) != labels).float().mean().detach()))
-        done = step + 1
-        bar.update(1)
-        is_last = done == settings.steps
-        evaluate_now = done % settings.eval_every == 0 or is_last
-        checkpoint_now = done % settings.checkpoint_every == 0 or is_last
-        if done % settings.log_every == 0 or evaluate_now or checkpoint_now:
-            losses, errors = (torch.stack(column).cpu() for column in zip(*pending, strict=True))
-            stop_if_diverged(losses, done - len(pending), checkpoint_path)
-            now = time.perf_counter()
-            rates.append(len(pending) * settings.batch_size / (now - interval_start))
-            metrics = {
-                "train_loss": losses.mean().item(),
-                "train_error": 100.0 * errors.mean().item(),
-                "learning_rate": lr,
-                "train_images_per_s": rates[-1],
-            }
-            pending.clear()
-            bar.set_postfix(
-                loss=f"{metrics['train_loss']:.3f}",
-                acc=f"{100 - metrics['train_error']:.1f}%",
-                img_s=f"{rates[-1]:.0f}",
-            )
-            if evaluate_now:
-                metrics.update(evaluate(model, data.test_batches(eval_batch_size)))
-                history.append({"step": done, **metrics})
-                final = metrics
-            log(metrics, done)
-            if checkpoint_now:
-                checkpoint(done)
-            interval_start = time.perf_counter()
-        if after_step is not None:
-            after_step(done)
-    bar.close()
-    if not final:  # resumed from a finished run: report its last evaluation
-        final = (
-            dict(history[-1]) if history else evaluate(model, data.test_batches(eval_batch_size))
-        )
-        final.pop("step", None)
-    steady = rates[1:] or rates
-    return TrainingOutcome(
-        steps=settings.steps,
-        final=final,
-        history=history,
-        wall_time_s=elapsed_before + time.perf_counter() - started,
-        train_images_per_s=statistics.median(steady) if steady else float("nan"),
-        resumed_from_step=resumed_from,
-    )
 
 
 def progress_bar(settings: TrainSettings, start_step: int, enabled: bool) -> tqdm:
@@ -310,7 +143,7 @@ def stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Pat
     kept = (
         f"the last good checkpoint is kept at {checkpoint_path} (step "
         f"{load_checkpoint(checkpoint_path)['step']})"
-        if checkpoint_path.exists()
+        if has_checkpoint(checkpoint_path)
         else "no checkpoint had been written yet"
     )
     raise TrainingDivergedError(
@@ -320,8 +153,14 @@ def stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Pat
 
 
 def check_same_settings(saved: dict[str, Any], settings: TrainSettings, path: Path) -> None:
+    """Refuse to resume under settings that change what is computed (how a step runs, i.e.
+    :data:`RUNTIME_SETTINGS`, may change, as may the number of processes)."""
     current = dataclasses.asdict(settings)
-    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    changed = {
+        k: (saved.get(k), v)
+        for k, v in current.items()
+        if k not in RUNTIME_SETTINGS and saved.get(k) != v
+    }
     if changed:
         described = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise BenchmarkError(

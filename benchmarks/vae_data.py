@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.data import BatchSampler, mix_seeds
+from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
 __all__ = ["BINARY_DATASETS", "BinaryImages", "load_binary_dataset"]
@@ -69,16 +70,18 @@ class BinaryImages:
         return replace(self, train=self.train[:train_examples], test=self.test[:test_examples])
 
     def train_batches(
-        self, batch_size: int, seed: int, start_step: int = 0
+        self, batch_size: int, seed: int, start_step: int = 0, shard: Shard | None = None
     ) -> Iterator[torch.Tensor]:
-        """Infinite dynamically binarised batches from ``start_step``."""
+        """Infinite dynamically binarised batches from ``start_step`` (``shard``: this
+        process's rows of each global batch)."""
         sampler = BatchSampler(len(self.train), batch_size, seed)
+        shard = shard or Shard()
 
         def batches() -> Iterator[torch.Tensor]:
             for step in itertools.count(start_step):
                 images = self.train[sampler.indices(step).to(self.train.device)]
                 generator = torch.Generator().manual_seed(mix_seeds(seed, step, _BINARISE_STREAM))
-                yield _binarise(images, generator)
+                yield shard.rows(_binarise(images, generator))
 
         return batches()
 

@@ -70,10 +70,11 @@ def _train_one(
         model_name, data, resolved, request, device, tracking_uri, train_vae, figures
     )
     final = record.metrics
-    print(
-        f"{model_name} on {data.name} [{resolved.profile}, {device.type}, seed {request.seed}]: "
-        f"test ELBO {final['test_elbo']:.2f} nats | log p(x) {final['test_log_px']:.2f} "
-        f"(k={int(final['iw_samples'])}) | {int(final['params']):,} params | "
-        f"{final['wall_time_s']:.0f} s"
-    )
+    if request.shard.is_main:
+        print(
+            f"{model_name} on {data.name} [{resolved.profile}, {device.type}, "
+            f"seed {request.seed}]: test ELBO {final['test_elbo']:.2f} nats | log p(x) "
+            f"{final['test_log_px']:.2f} (k={int(final['iw_samples'])}) | "
+            f"{int(final['params']):,} params | {final['wall_time_s']:.0f} s"
+        )
     return record

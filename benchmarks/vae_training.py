@@ -42,6 +42,7 @@ from torch import nn
 
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
+from benchmarks.distributed import Shard
 from benchmarks.fitting import FitTask, fit
 from benchmarks.metrics import log_mean_exp_groups, sample_sizes
 from benchmarks.training import TrainingOutcome
@@ -53,9 +54,17 @@ MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 8, 9
 
 
-def _noise(model: nn.Module, x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def _noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    shard: Shard | None = None,
+) -> torch.Tensor:
+    """Posterior noise ``(k, N, latents)``; with a ``shard``, this process's rows (dim 1) of
+    the global batch's noise."""
     shape = (k, len(x), model.latent_dim)
-    return torch.randn(shape, generator=generator).to(x.device)
+    return (shard or Shard()).draw(torch.randn, shape, generator, dim=1).to(x.device)
 
 
 def vae_objective(
@@ -112,18 +121,22 @@ def train_vae(
     extra_state: dict[str, Any] | None = None,
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> TrainingOutcome:
     """Train a VAE on binarised images; see the module doc. Final metrics: ``test_elbo``,
     ``test_log_px`` (k = ``eval_samples``), ``test_log_px_k<K>``, ``test_elbo_k``, ``iw_samples``
     and ``train_elbo`` of the last logged interval. The loop is :func:`benchmarks.fitting.fit`."""
     data = data.to(device)
 
-    def loss(model: nn.Module, x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        model: nn.Module, x: torch.Tensor, step: int, shard: Shard
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         generator = torch.Generator().manual_seed(mix_seeds(seed, step, _NOISE_STREAM))
+        noise = _noise(model, x, 1, generator, shard)
         objective, elbo = vae_objective(
-            model, x, _noise(model, x, 1, generator), settings.free_bits, settings.free_bits_groups
+            model, x, noise, settings.free_bits, settings.free_bits_groups
         )
-        return objective, -elbo.mean()
+        return objective, {"train_elbo": elbo.mean()}
 
     def bounds(model: nn.Module, k: int) -> dict[int, float]:
         return evaluate_vae(model, data.test_batches(settings.batch_size), k, seed)
@@ -139,11 +152,9 @@ def train_vae(
         }
 
     task = FitTask(
-        batches=lambda start: data.train_batches(settings.batch_size, seed, start),
+        batches=lambda start, shard: data.train_batches(settings.batch_size, seed, start, shard),
         loss=loss,
         evaluate=lambda model: {"test_elbo": bounds(model, 1)[1]},
-        metric="train_elbo",
-        sign=-1.0,
         finish=finish,
     )
     return fit(
@@ -158,4 +169,5 @@ def train_vae(
         extra_state=extra_state,
         progress=progress,
         after_step=after_step,
+        shard=shard,
     )

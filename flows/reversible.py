@@ -18,10 +18,18 @@ say) is never touched.
 
 Exactness: BatchNorm running statistics are updated once, by the forward pass, and frozen
 during recomputation; the random number generator state before each ``F`` and ``G`` call is
-recorded and replayed, so dropout draws the same masks. With ``memory_saving=False`` the same
-modules run under plain autograd; gradients agree up to the rounding of the reconstruction
-(an input that sits exactly on a ReLU kink in the forward pass may be reconstructed a rounding
-error to either side of it, where both one-sided derivatives are valid).
+recorded and replayed, so dropout draws the same masks; the autocast state of the forward pass
+is replayed too, so under mixed precision ``F`` and ``G`` are recomputed in the same dtype.
+Under autocast the two halves (the additive "residual stream") are kept in float32, only
+``F`` and ``G`` run in the low precision: the reconstruction then loses float32 rounding
+rather than bfloat16's (the same arithmetic with and without memory saving).
+
+With ``memory_saving=False`` the same modules run under plain autograd; gradients agree up to
+the rounding of the reconstruction (an input that sits exactly on a ReLU kink in the forward
+pass may be reconstructed a rounding error to either side of it, where both one-sided
+derivatives are valid; under bf16 autocast, a value a rounding error from a bf16 rounding
+boundary may round the other way, which through a whole RevNet-38 moves the gradients by
+about as much as bf16 itself does).
 
 Example:
     >>> import torch
@@ -45,6 +53,7 @@ __all__ = [
     "ReversibleBlock",
     "ReversibleSequence",
     "frozen_batch_norm_stats",
+    "residual_stream",
 ]
 
 
@@ -71,6 +80,12 @@ def frozen_batch_norm_stats(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for buffer, value in zip(buffers, saved, strict=True):
                 buffer.copy_(value)
+
+
+def residual_stream(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when autocast gave it a lower precision, else ``x`` itself."""
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    return x.float() if low and torch.is_autocast_enabled(x.device.type) else x
 
 
 RngState = tuple[torch.Tensor, torch.Tensor | None]
@@ -114,7 +129,7 @@ class ReversibleBlock(nn.Module):
         self.g = g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=1)
+        x1, x2 = residual_stream(x).chunk(2, dim=1)
         y1 = x1 + self.f(x2)
         y2 = x2 + self.g(y1)
         return torch.cat([y1, y2], dim=1)
@@ -137,7 +152,11 @@ class ReversibleBlock(nn.Module):
         return (y1, y2), (state_f, state_g)
 
     def backward_from_output(
-        self, y: Halves, grad_y: Halves, states: RngStates
+        self,
+        y: Halves,
+        grad_y: Halves,
+        states: RngStates,
+        autocast: contextlib.AbstractContextManager[object] | None = None,
     ) -> tuple[Halves, Halves, dict[nn.Parameter, torch.Tensor]]:
         """Algorithm 1 of the RevNet paper for one block, on channel halves.
 
@@ -146,10 +165,14 @@ class ReversibleBlock(nn.Module):
         backpropagates ``dL/dy1 + (dG/dy1)^T dL/dy2`` through ``F``. Each graph is freed before
         the next is built.
 
+        ``autocast`` (the forward pass's autocast state) is entered around the recomputation
+        of ``F`` and ``G`` only; their backward runs outside it, as autograd's does.
+
         Returns:
             The reconstructed input halves, the gradients with respect to them, and the
             gradients of the block's trainable parameters.
         """
+        recompute = autocast if autocast is not None else contextlib.nullcontext()
         (y1, y2), (grad_y1, grad_y2), (state_f, state_g) = y, grad_y, states
         parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
 
@@ -159,9 +182,11 @@ class ReversibleBlock(nn.Module):
             parameters = [p for p in function.parameters() if p.requires_grad]
             with torch.enable_grad(), frozen_batch_norm_stats(function):
                 leaf = inputs.detach().requires_grad_()
-                with _replayed_rng(state, inputs.device):
+                with _replayed_rng(state, inputs.device), recompute:
                     output = function(leaf)
-                grads = torch.autograd.grad(output, [leaf, *parameters], grad, allow_unused=True)
+                grads = torch.autograd.grad(
+                    output, [leaf, *parameters], grad.to(output.dtype), allow_unused=True
+                )
             for parameter, parameter_grad in zip(parameters, grads[1:], strict=True):
                 if parameter_grad is not None:
                     previous = parameter_grads.get(parameter)
@@ -188,6 +213,9 @@ class _MemorySavingFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, blocks: Sequence[ReversibleBlock], *params: nn.Parameter):
+        ctx.device_type = x.device.type
+        ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
+        ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device_type)
         states = []
         halves = x.chunk(2, dim=1)
         with torch.no_grad():
@@ -204,9 +232,10 @@ class _MemorySavingFunction(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         halves, grad_halves = y.chunk(2, dim=1), grad_y.chunk(2, dim=1)
         grads: dict[nn.Parameter, torch.Tensor] = {}
+        replay = torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast)
         for block, states in zip(reversed(ctx.blocks), reversed(ctx.states), strict=True):
             halves, grad_halves, block_grads = block.backward_from_output(
-                halves, grad_halves, states
+                halves, grad_halves, states, replay
             )
             for parameter, grad in block_grads.items():
                 grads[parameter] = grad if parameter not in grads else grads[parameter] + grad
@@ -237,6 +266,7 @@ class ReversibleSequence(nn.Module):
         self.memory_saving = memory_saving
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = residual_stream(x)
         params = [p for p in self.parameters() if p.requires_grad]
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         if not (self.memory_saving and needs_graph and len(self.blocks)):

@@ -112,11 +112,19 @@ class PosteriorDequantizer:
     """The optimal q(u | x): the model's own posterior over each cell, p(y | cell), drawn by
     inverting the normal CDF of ``NARROW`` within the cell ``[x / L, (x + 1) / L)``."""
 
+    @staticmethod
+    def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, dtype=torch.float64)
+
     def sample(
-        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        levels: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         low, high = NARROW.cdf(x.double() / levels), NARROW.cdf((x.double() + 1) / levels)
-        w = torch.rand(x.shape, generator=generator, dtype=torch.float64)
+        w = self.draw_noise(x.shape, generator) if noise is None else noise
         y = NARROW.icdf(low + w * (high - low))
         u = y * levels - x
         # q(u) = p(y) |dy/du| / P(cell) = p(y) / (L (high - low))
@@ -127,10 +135,19 @@ class PosteriorDequantizer:
 class ShiftedDequantizer:
     """A valid but poor q: u = (w + 0.5) mod 1 squared towards 0 (density 1 / (2 sqrt(u)))."""
 
+    @staticmethod
+    def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, dtype=torch.float64)
+
     def sample(
-        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        levels: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        w = torch.rand(x.shape, generator=generator, dtype=torch.float64).clamp(min=1e-12)
+        w = self.draw_noise(x.shape, generator) if noise is None else noise
+        w = w.clamp(min=1e-12)
         u = w**2
         log_q = -math.log(2) - 0.5 * torch.log(u)
         return u, log_q.reshape(len(x), -1).sum(1)

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from benchmarks.checkpoint import load_checkpoint
+from benchmarks.classifier_training import train_classifier
 from benchmarks.config import TrainSettings
 from benchmarks.data import ImageData
 from benchmarks.errors import BenchmarkError, TrainingDivergedError
-from benchmarks.training import learning_rate_at, make_optimizer, train_classifier
+from benchmarks.training import learning_rate_at, make_optimizer
 from flows.registry import create
 
 

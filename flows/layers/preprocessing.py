@@ -61,11 +61,23 @@ class UniformDequantizer(nn.Module):
         (True, [0.0])
     """
 
+    @staticmethod
+    def draw_noise(
+        shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The noise ``sample`` transforms: ``U[0, 1)``, float32, on the CPU generator."""
+        return torch.rand(shape, generator=generator, dtype=torch.float32)
+
     def sample(
-        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        levels: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
-        return noise, noise.new_zeros(x.shape[0])
+        """``u`` (``noise`` itself when given, else drawn) and ``log q = 0``."""
+        u = (self.draw_noise(x.shape, generator) if noise is None else noise).to(x.device)
+        return u, u.new_zeros(x.shape[0])
 
 
 class LogitTransform(nn.Module):

@@ -393,12 +393,24 @@ class VariationalDequantizer(nn.Module):
         tiny = torch.finfo(v.dtype).eps
         return torch.sigmoid(v).clamp(tiny, 1.0 - tiny), log_q
 
+    @staticmethod
+    def draw_noise(
+        shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The flow's base noise ``eps ~ N(0, I)``, float32, on the CPU generator."""
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
     def sample(
-        self, x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        levels: int,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``u ~ q(u | x)`` and ``log q(u | x)``, with ``eps`` drawn from ``generator`` (CPU)."""
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
-        return self(x, levels, noise)
+        """``u ~ q(u | x)`` and ``log q(u | x)``, from ``noise`` (``eps``) when given, else
+        with ``eps`` drawn from ``generator`` (CPU)."""
+        eps = self.draw_noise(x.shape, generator) if noise is None else noise
+        return self(x, levels, eps.to(x.device))
 
     def log_prob(self, u: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
         """``log q(u | x)`` at a given ``u`` in ``(0, 1)`` (through the inverse flow)."""
