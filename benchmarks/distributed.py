@@ -128,12 +128,28 @@ def barrier(shard: Shard) -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """``sum over processes of x``; its gradient is the sum over processes of the gradients
+    (every process's loss depends on every process's ``x``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total
+
+
 class DistributedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch across processes.
 
-    Per-channel sums and sums of squares are all-reduced with
-    ``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the gradients,
-    so both the normalisation and its gradient equal single-process BatchNorm on the
+    Per-channel sums and sums of squares are all-reduced by a function whose backward
+    all-reduces the gradients, so both the normalisation and its gradient equal single-process BatchNorm on the
     concatenated batch (Ioffe and Szegedy 2015; the same as ``nn.SyncBatchNorm``, which needs
     a GPU). Outside a process group, in eval mode, or in one process it is ``nn.BatchNorm2d``.
     Running statistics are updated with the unbiased global variance, as BatchNorm does.
@@ -144,13 +160,11 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if dist.get_world_size() == 1:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         channels = x.shape[1]
-        count = torch.full((1,), x.numel() / channels, dtype=torch.float32, device=x.device)
-        x32 = x.float()
+        count = torch.full((1,), x.numel() / channels, dtype=x32_dtype(x), device=x.device)
+        x32 = x.to(x32_dtype(x))
         local = torch.cat([x32.sum((0, 2, 3)), (x32 * x32).sum((0, 2, 3)), count])
-        total = all_reduce(local)
+        total = _AllReduceSum.apply(local)
         n = total[-1]
         mean = total[:channels] / n
         var = (total[channels : 2 * channels] / n - mean * mean).clamp(min=0)
@@ -166,6 +180,11 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
+
+
+def x32_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype batch statistics are computed in: float32, or float64 for float64 inputs."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def convert_batch_norm(model: nn.Module) -> nn.Module:

@@ -1,0 +1,222 @@
+"""DistributedDataParallel training equals single-process training with the same global batch.
+
+Two processes on the CPU (gloo backend), each with half of every batch of 16, train a ResNet
+(BatchNorm statistics over the global batch), a RevNet whose backward recomputes activations
+(its gradients reach DDP's reduction through the autograd Function's outputs) and a Glow
+(actnorm's data-dependent initialisation and the dequantization noise of the global batch).
+A run interrupted under two processes resumes in one and ends on the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import flows
+from benchmarks.classifier_training import train_classifier
+from benchmarks.config import TrainSettings
+from benchmarks.data import load_dataset
+from benchmarks.density_data import load_density_dataset
+from benchmarks.density_training import train_density
+from benchmarks.distributed import DistributedBatchNorm2d, Shard, init_distributed
+
+STEPS, INTERRUPT_AT = 4, 2
+CLASSIFIER = TrainSettings(
+    optimizer="sgd",
+    learning_rate=0.05,
+    momentum=0.9,
+    weight_decay=2e-4,
+    batch_size=16,
+    steps=STEPS,
+    eval_every=STEPS,
+    checkpoint_every=INTERRUPT_AT,
+    log_every=1,
+)
+FLOW = TrainSettings(  # SGD: Adamax's first steps are sign-like, so float noise in a tiny
+    optimizer="sgd",  # gradient would flip a whole learning-rate-sized update
+    learning_rate=1e-3,
+    momentum=0.9,
+    batch_size=16,
+    steps=STEPS,
+    warmup_steps=2,
+    grad_clip=50.0,
+    eval_every=STEPS,
+    checkpoint_every=INTERRUPT_AT,
+    log_every=1,
+)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _train(name: str, folder: Path, shard: Shard, stop_at: int | None = None, resume=False):
+    """Train ``name`` for ``STEPS`` steps (or raise after ``stop_at``); return its weights."""
+    torch.manual_seed(0)
+
+    def stop(done: int) -> None:
+        if done == stop_at:
+            raise Interrupted
+
+    common = dict(
+        checkpoint_path=folder / f"{name}.pt",
+        progress=False,
+        shard=shard,
+        resume=resume,
+        after_step=stop,
+    )
+    if name == "glow_cifar10":
+        model = flows.create(name, in_channels=1, image_size=8, levels=2, steps=2, width=16)
+        data = load_density_dataset("digits").subset(64, 32)
+        train_density(model, data, FLOW, **common)
+    else:  # in float64, where reconstructing activations loses nothing measurable
+        model = flows.create(name, in_channels=1).double()
+        data = load_dataset("digits").subset(64, 32)
+        data = replace(
+            data, train_images=data.train_images.double(), test_images=data.test_images.double()
+        )
+        train_classifier(model, data, CLASSIFIER, **common)
+    return {key: value.clone() for key, value in model.state_dict().items()}
+
+
+MODELS = ("resnet32", "revnet38", "glow_cifar10")
+
+
+def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    shard, _ = init_distributed(torch.device("cpu"))
+    out = Path(folder)
+    for name in MODELS:  # each rank is given its own folder: only rank 0 may write to it
+        weights = _train(name, out / f"ddp-rank{rank}", shard)
+        if rank == 0:
+            torch.save(weights, out / f"{name}-ddp.pt")
+    try:
+        _train("revnet38", out / f"interrupted-rank{rank}", shard, stop_at=INTERRUPT_AT)
+    except Interrupted:
+        pass
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), str(folder)), nprocs=2, join=True)
+    return folder
+
+
+def _relative_difference(a: dict, b: dict) -> float:
+    keys = [k for k, v in a.items() if v.is_floating_point()]
+    flat_a = torch.cat([a[k].flatten().double() for k in keys])
+    flat_b = torch.cat([b[k].flatten().double() for k in keys])
+    return ((flat_a - flat_b).norm() / flat_b.norm()).item()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(
+    ddp_runs: Path, name: str, tmp_path: Path
+) -> None:
+    single = _train(name, tmp_path, Shard())
+    distributed = torch.load(ddp_runs / f"{name}-ddp.pt")
+    difference = _relative_difference(distributed, single)
+    print(f"{name}: relative weight difference DDP(2) vs 1 process = {difference:.2e}")
+    assert difference < (1e-7 if name == "glow_cifar10" else 1e-12)  # float32 / float64
+    # ... and the training moved the weights far more than that
+    torch.manual_seed(0)
+    assert _relative_difference(single, _initial_state(name)) > 1e-3
+
+
+def _initial_state(name: str) -> dict:
+    torch.manual_seed(0)
+    if name == "glow_cifar10":
+        model = flows.create(name, in_channels=1, image_size=8, levels=2, steps=2, width=16)
+    else:
+        model = flows.create(name, in_channels=1).double()
+    return model.state_dict()
+
+
+def test_a_run_interrupted_under_two_processes_resumes_in_one(
+    ddp_runs: Path, tmp_path: Path
+) -> None:
+    interrupted = ddp_runs / "interrupted-rank0"
+    assert torch.load(ddp_runs / "revnet38-ddp.pt")  # the DDP run finished
+    resumed = _train("revnet38", interrupted, Shard(), resume=True)
+    uninterrupted = _train("revnet38", tmp_path, Shard())
+    assert _relative_difference(resumed, uninterrupted) < 1e-12
+
+
+def test_only_rank_zero_writes_checkpoints(ddp_runs: Path) -> None:
+    written = {path.name for path in (ddp_runs / "ddp-rank0").iterdir()}
+    assert {f"{name}.pt" for name in MODELS} <= written
+    assert not (ddp_runs / "ddp-rank1").exists()
+
+
+def test_distributed_batch_norm_is_plain_batch_norm_in_one_process() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.BatchNorm2d(3)
+    converted = torch.nn.BatchNorm2d(3)
+    converted.__class__ = DistributedBatchNorm2d
+    x = torch.randn(4, 3, 5, 5)
+    torch.testing.assert_close(converted(x), plain(x))
+    torch.testing.assert_close(converted.running_var, plain.running_var)
+
+
+def test_a_batch_that_does_not_split_evenly_is_a_clear_error() -> None:
+    with pytest.raises(Exception, match="not divisible by the 3 processes"):
+        Shard(rank=0, world_size=3).local_size(16)
+
+
+def test_the_cli_runs_under_torchrun_with_one_mlflow_run(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=2 -m benchmarks run``: one MLflow run, one checkpoint."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "benchmarks",
+        "run",
+        "configs/cifar.yaml",
+        "--profile",
+        "smoke",
+        "--models",
+        "resnet32",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--tracking-uri",
+        uri,
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("resnet32 on digits [smoke") == 1  # rank 0 prints
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("cifar").experiment_id]
+    )
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert (tmp_path / "runs/cifar/resnet32-digits-smoke-seed0/last.pt").is_file()
