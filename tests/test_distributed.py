@@ -9,6 +9,7 @@ A run interrupted under two processes resumes in one and ends on the same weight
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -105,10 +106,8 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
         weights = _train(name, out / f"ddp-rank{rank}", shard)
         if rank == 0:
             torch.save(weights, out / f"{name}-ddp.pt")
-    try:
+    with contextlib.suppress(Interrupted):
         _train("revnet38", out / f"interrupted-rank{rank}", shard, stop_at=INTERRUPT_AT)
-    except Interrupted:
-        pass
     torch.distributed.destroy_process_group()
 
 
