@@ -152,7 +152,8 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
     all-reduces the gradients, so both the normalisation and its gradient equal single-process
     BatchNorm on the concatenated batch (Ioffe and Szegedy 2015; the same as
     ``nn.SyncBatchNorm``, which needs a GPU). Outside a process group, in eval mode, or in one
-    process it is ``nn.BatchNorm2d``. Running statistics are updated with the unbiased global variance, as BatchNorm does.
+    process it is ``nn.BatchNorm2d``. Running statistics are updated with the unbiased global
+    variance, as BatchNorm does.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
