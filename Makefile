@@ -17,7 +17,8 @@ MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 # (about 22 minutes on 2 cores: 15 for the Flow++ study, 6 for the VAEs).
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
-.PHONY: install bench study memory probe tables test perf flow-speed lint format clean
+.PHONY: install bench study memory probe tables test regress regress-update perf flow-speed \
+	lint format clean
 
 install: $(STAMP)
 
@@ -64,11 +65,20 @@ tables: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest
 
-# Micro-benchmarks of the flow layers; compare two runs with
-# `.venv/bin/pytest-benchmark compare results/perf/*.json`.
+# The regression gate (about a minute): the smoke profile of every model against
+# results/baseline.json; `make regress-update` accepts an intended change and shows the diff.
+regress: $(STAMP)
+	$(PYTHON) -m benchmarks regress
+
+regress-update: $(STAMP)
+	$(PYTHON) -m benchmarks regress --update-baseline
+
+# Micro-benchmarks of the flow layers, saved as results/perf/<revision>.json; compare two
+# revisions with `.venv/bin/pytest-benchmark compare results/perf/A.json results/perf/B.json`.
+PERF_NAME ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo local)
 perf: $(STAMP)
 	$(PYTHON) -m pytest tests/perf --benchmark-enable --benchmark-only \
-		--benchmark-json=results/perf/flow_layers.json
+		--benchmark-json=results/perf/$(PERF_NAME).json
 
 # Training speed of Glow and RealNVP beside normflows' Glow (installs the optional extra).
 flow-speed: $(STAMP)

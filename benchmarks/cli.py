@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.config import PRECISIONS, PROFILES, load_config
 from benchmarks.data import DATASETS
-from benchmarks.errors import BenchmarkError
+from benchmarks.errors import BenchmarkError, RegressionFound
 from flows.registry import UnknownModelError, get_info, list_models
 
 __all__ = ["main"]
@@ -177,6 +178,22 @@ def _parser() -> argparse.ArgumentParser:
     posterior.add_argument("--seed", type=int, default=0)
     posterior.add_argument("--steps", type=int, default=3000, help="Adam steps per model")
     posterior.add_argument("--out", type=Path, default=Path("results"))
+
+    regress = commands.add_parser(
+        "regress",
+        help="the regression gate: measure the smoke profile of every model and compare "
+        "with results/baseline.json",
+    )
+    regress.add_argument("--baseline", type=Path, default=Path("results/baseline.json"))
+    regress.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="accept the measured figures: rewrite the baseline and show what changed",
+    )
+    regress.add_argument("--configs-dir", type=Path, default=Path("configs"))
+    regress.add_argument(
+        "--models", nargs="+", metavar="NAME", help="only these models (no time ratios)"
+    )
 
     listing = commands.add_parser("list", help="list registered models and configs")
     listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
@@ -333,6 +350,52 @@ def _posterior_figure(args: argparse.Namespace) -> None:
     print(f"wrote {path} (mean ELBO over the four points: {summary})")
 
 
+def _regress(args: argparse.Namespace) -> None:
+    import torch
+
+    from benchmarks.regress_probes import measure_all
+    from benchmarks.regression import (
+        ACCEPT_COMMAND,
+        compare,
+        load_baseline,
+        render_changes,
+        update_baseline,
+    )
+    from benchmarks.tracking import environment_tags
+
+    started = time.perf_counter()
+    measured = measure_all(
+        args.configs_dir, args.models, progress=lambda message: print(message, flush=True)
+    )
+    elapsed = time.perf_counter() - started
+    if args.update_baseline:
+        if args.models:
+            raise BenchmarkError("--update-baseline measures every model: drop --models")
+        environment = environment_tags(torch.device("cpu"))
+        environment.pop("git_revision", None)
+        changes = update_baseline(args.baseline, measured, environment)
+        print(render_changes(changes) if changes else "no figure changed")
+        print(f"wrote {args.baseline} ({len(measured)} figures, measured in {elapsed:.0f} s)")
+        return
+    baseline = load_baseline(args.baseline)
+    if args.models:
+        baseline = {
+            k: v for k, v in baseline.items() if any(k.endswith("/" + m) for m in args.models)
+        }
+    changes = compare(baseline, measured)
+    if not changes:
+        print(
+            f"regression gate: {len(measured)} figures within tolerance of {args.baseline} "
+            f"({elapsed:.0f} s)"
+        )
+        return
+    raise RegressionFound(
+        f"regression gate: {len(changes)} of {len(baseline | measured)} figures moved beyond "
+        f"their tolerance in {args.baseline}:\n\n{render_changes(changes)}\n\nIf the change "
+        f"is intended, accept it with\n    {ACCEPT_COMMAND}\nand commit the new baseline."
+    )
+
+
 def _list(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
@@ -359,10 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe": _probe,
         "flow-speed": _flow_speed,
         "posterior-figure": _posterior_figure,
+        "regress": _regress,
         "list": _list,
     }[args.command]
     try:
         handler(args)
+    except RegressionFound as found:
+        print(found, file=sys.stderr)
+        return 1
     except (BenchmarkError, UnknownModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DatasetNotFoundError",
     "DeviceError",
+    "RegressionFound",
     "TrackingError",
     "TrainingDivergedError",
 ]
@@ -39,3 +40,7 @@ class TrackingError(BenchmarkError):
 
 class TrainingDivergedError(BenchmarkError):
     """The training loss became NaN or infinite."""
+
+
+class RegressionFound(BenchmarkError):
+    """The regression gate found figures outside their tolerance (exit status 1)."""

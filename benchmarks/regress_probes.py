@@ -1,0 +1,260 @@
+"""What the regression gate measures: the figures that are deterministic on a CPU.
+
+For every registered model:
+
+* ``params/<model>``: the parameter count of the default builder (built on the ``meta``
+  device: no memory, no time).
+
+For every row of every config's ``smoke`` profile (first seed, embedded digits), trained with
+the suite's own training functions and no MLflow (``<config>/<model>`` in the names):
+
+* ``held_bytes/...``: bytes autograd saves for backward in one training step of a classifier
+  at the smoke batch (a RevNet that stores its activations again shows here);
+* ``test_error/...`` and ``train_loss/...`` (classifiers), ``test_bpd/...`` and
+  ``test_bpd_iw/...`` (flows), ``test_elbo/...`` and ``test_log_px/...`` (VAEs) after the
+  smoke steps;
+* ``inversion_error/...`` and ``logdet_error/...``: for the flows, the trained model in
+  float64, ``max |decode(encode(y)) - y|`` and ``max |log-det - log|det J||`` with the Jacobian
+  by brute force on two test images; for the reversible classifiers, the reconstruction of
+  every reversible part's input from its output (``inverse(forward(x))``) in float64.
+
+Measured together in one run (ratios, so that the machine's speed cancels):
+
+* ``time_ratio/revnet38_over_resnet32``: training step time, batch 16 at 32x32;
+* ``time_ratio/invconv_lu_over_plain``: Glow's 1x1 convolution, LU-parametrised over plain,
+  forward and backward.
+
+Example:
+    >>> sorted(parameter_counts(["resnet32"]).items())
+    [('params/resnet32', 464154.0)]
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchmarks.config import ResolvedConfig, load_config
+from flows.registry import create, list_models
+from flows.reversible import ReversibleSequence
+
+__all__ = [
+    "SmokeRow",
+    "inversion_metrics",
+    "measure_all",
+    "parameter_counts",
+    "smoke_metrics",
+    "smoke_rows",
+    "time_ratios",
+]
+
+Metrics = dict[str, float]
+FINAL_METRICS = {
+    # classifiers: train loss of the last steps (the test loss after 4 steps is that of
+    # eval-mode BatchNorm with running statistics of 4 batches, too chaotic to gate on)
+    "classification": ("test_error", "train_loss"),
+    "density": ("test_bpd", "test_bpd_iw"),
+    "latent-variable": ("test_elbo", "test_log_px"),
+}
+
+
+def parameter_counts(models: Iterable[str] | None = None) -> Metrics:
+    """``params/<model>`` of every (or each given) registered model."""
+    counts = {}
+    for name in models if models is not None else list_models():
+        with torch.device("meta"):
+            model = create(name)
+        counts[f"params/{name}"] = float(sum(p.numel() for p in model.parameters()))
+    return counts
+
+
+@dataclass(frozen=True)
+class SmokeRow:
+    """One model of one config's smoke profile."""
+
+    config: str
+    model: str
+    resolved: ResolvedConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}/{self.model}"
+
+
+def smoke_rows(configs_dir: str | Path = "configs") -> list[SmokeRow]:
+    """Every (config, model) of the configs' smoke profiles."""
+    rows = []
+    for path in sorted(Path(configs_dir).glob("*.yaml")):
+        resolved = load_config(path).resolve("smoke")
+        rows += [SmokeRow(resolved.config.name, model, resolved) for model in resolved.models]
+    return rows
+
+
+def _train_smoke(row: SmokeRow, folder: Path) -> tuple[nn.Module, object, Metrics]:
+    """Build and train ``row`` as the runner would (first seed, first dataset, no MLflow)."""
+    resolved, task = row.resolved, row.resolved.config.task
+    settings = resolved.training_for(row.model)
+    seed, dataset = resolved.seeds[0], resolved.datasets[0]
+    kwargs = resolved.model_kwargs(row.model)
+    common = dict(checkpoint_path=folder / f"{row.key}.pt", seed=seed, progress=False)
+    torch.manual_seed(seed)
+    metrics: Metrics = {}
+    if task == "classification":
+        from benchmarks.classifier_training import train_classifier
+        from benchmarks.data import load_dataset
+        from benchmarks.profiling import profile_training_step
+
+        data = load_dataset(dataset, image_size=settings.image_size).subset(
+            settings.train_examples, settings.test_examples
+        )
+        model = create(row.model, num_classes=data.num_classes, in_channels=data.channels, **kwargs)
+        images, labels = data.probe_batch(settings.batch_size)
+        held = profile_training_step(model, images, labels)["activation_bytes"]
+        metrics[f"held_bytes/{row.key}"] = float(held)
+        outcome = train_classifier(model, data, settings, **common)
+    else:
+        if task == "density":
+            from benchmarks.density_data import load_density_dataset as load
+            from benchmarks.density_training import train_density as train
+        else:
+            from benchmarks.vae_data import load_binary_dataset as load
+            from benchmarks.vae_training import train_vae as train
+        data = load(dataset).subset(settings.train_examples, settings.test_examples)
+        model = create(row.model, in_channels=data.channels, image_size=data.image_size, **kwargs)
+        outcome = train(model, data, settings, **common)
+    for name in FINAL_METRICS[task]:
+        metrics[f"{name}/{row.key}"] = float(outcome.final[name])
+    return outcome.evaluation_model or model, data, metrics
+
+
+def smoke_metrics(rows: Iterable[SmokeRow]) -> Metrics:
+    """Train every row; its final metrics, held bytes and inversion errors."""
+    metrics: Metrics = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for row in rows:
+            model, data, trained = _train_smoke(row, Path(folder))
+            metrics.update(trained)
+            metrics.update(inversion_metrics(row, model, data))
+    return metrics
+
+
+def inversion_metrics(row: SmokeRow, model: nn.Module, data: object) -> Metrics:
+    """Float64 reconstruction (and, for flows, log-det) errors of a trained model."""
+    model = model.double().eval()
+    task = row.resolved.config.task
+    if task == "density":
+        from benchmarks.metrics import uniform_dequantize
+        from flows.testing import brute_force_logdet
+
+        x = next(data.test_batches(2))
+        y = uniform_dequantize(x, data.levels, torch.Generator().manual_seed(0)).double()
+        with torch.no_grad():
+            z, logdet = model.encode(y)
+            back = model.decode(z)
+        reference = brute_force_logdet(lambda v: model.encode(v)[0], y)
+        return {
+            f"inversion_error/{row.key}": float((back - y).abs().max()),
+            f"logdet_error/{row.key}": float((logdet - reference).abs().max()),
+        }
+    if task != "classification":
+        return {}
+    images = next(data.test_batches(4))[0].double()
+    errors = list(_reversible_part_errors(model, images))
+    if not errors:
+        return {}
+    return {f"inversion_error/{row.key}": max(errors)}
+
+
+def _reversible_part_errors(model: nn.Module, images: torch.Tensor) -> Iterator[float]:
+    """``max |inverse(forward(x)) - x|`` of every reversible part, on the inputs it sees."""
+    with torch.no_grad():
+        if callable(getattr(model, "representation", None)):  # i-RevNet: the whole network
+            yield float((model.inverse(model.representation(images)) - images).abs().max())
+            return
+        seen: list[tuple[ReversibleSequence, torch.Tensor]] = []
+        hooks = [
+            module.register_forward_pre_hook(lambda m, args: seen.append((m, args[0])))
+            for module in model.modules()
+            if isinstance(module, ReversibleSequence)
+        ]
+        model(images)
+        for hook in hooks:
+            hook.remove()
+        for sequence, x in seen:
+            yield float((sequence.inverse(sequence(x)) - x).abs().max())
+
+
+def _median_time(step: Callable[[], None], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _interleaved_ratio(
+    numerator: Callable[[], None], denominator: Callable[[], None], rounds: int, repeats: int
+) -> float:
+    """Median over ``rounds`` of (median time of ``numerator`` / of ``denominator``)."""
+    for step in (numerator, denominator):  # warm-up
+        step()
+    ratios = [
+        _median_time(numerator, repeats) / _median_time(denominator, repeats) for _ in range(rounds)
+    ]
+    return statistics.median(ratios)
+
+
+def time_ratios() -> Metrics:
+    """Step-time ratios measured in this process (see the module docstring)."""
+    from benchmarks.memory import StepProbe, paper_cases
+    from flows.layers.invconv import InvConv1x1, InvConv1x1LU
+
+    cases = {case.name: case for case in paper_cases()}
+    revnet = StepProbe(cases["RevNet-38"], batch_size=16, resolution=32)
+    resnet = StepProbe(cases["ResNet-32"], batch_size=16, resolution=32)
+    torch.manual_seed(0)
+    x = torch.randn(16, 48, 16, 16, requires_grad=True)
+    lu, plain = InvConv1x1LU(48), InvConv1x1(48)
+
+    def conv_step(layer: nn.Module) -> Callable[[], None]:
+        def step() -> None:
+            y, logdet = layer(x)
+            (y.square().mean() + logdet.mean()).backward()
+
+        return step
+
+    return {
+        "time_ratio/revnet38_over_resnet32": _interleaved_ratio(
+            lambda: revnet.timed_step(), lambda: resnet.timed_step(), rounds=3, repeats=3
+        ),
+        "time_ratio/invconv_lu_over_plain": _interleaved_ratio(
+            conv_step(lu), conv_step(plain), rounds=5, repeats=20
+        ),
+    }
+
+
+def measure_all(
+    configs_dir: str | Path = "configs",
+    models: Iterable[str] | None = None,
+    timing: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Metrics:
+    """Everything the gate compares; ``models`` restricts it to those models (tests)."""
+    wanted = set(models) if models is not None else None
+    metrics = parameter_counts(sorted(wanted) if wanted is not None else None)
+    rows = [row for row in smoke_rows(configs_dir) if wanted is None or row.model in wanted]
+    for row in rows:
+        progress(f"smoke {row.key}")
+        metrics.update(smoke_metrics([row]))
+    if timing and wanted is None:
+        progress("time ratios")
+        metrics.update(time_ratios())
+    return metrics
