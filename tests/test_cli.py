@@ -183,3 +183,23 @@ def test_list_shows_models_and_configs(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["list", "resnet*", "--configs-dir", str(REPO_ROOT / "configs")]) == 0
     out = capsys.readouterr().out
     assert "resnet164" in out and "1.70M" in out and "configs/cifar.yaml" in out
+
+
+def test_an_unreachable_tracking_server_fails_before_any_training(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.perf_counter()
+    status = main(
+        ["run", "configs/cifar.yaml", "--profile", "smoke", "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert status == 2
+    assert time.perf_counter() - started < 10
+    assert "MLFLOW_TRACKING_URI" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no training time was spent

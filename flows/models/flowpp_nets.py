@@ -198,6 +198,8 @@ class CouplingNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.position = nn.Parameter(torch.randn(1, filters, height, width) * 0.01)
+        # read by nothing without a mixer: DistributedDataParallel must not wait for its grad
+        self.allocates_unused_parameters = mixer == "none"
         self.proj_in = DataInitConv2d(in_channels, filters, 3, weight_norm=weight_norm)
         self.convs = nn.ModuleList(
             GatedConv(filters, context_channels, dropout, True, weight_norm) for _ in range(blocks)

@@ -1,0 +1,85 @@
+"""A run killed with SIGKILL at a random step resumes to the metrics of an uninterrupted run,
+also when its last checkpoint was truncated by the crash (the previous one is used)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from benchmarks.checkpoint import CheckpointWarning, load_checkpoint, previous_checkpoint_path
+
+STEPS = 12
+
+TRAIN = f"""
+import os, signal, sys, torch, flows
+from benchmarks.config import TrainSettings
+kill_at, model_name, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+resume = len(sys.argv) > 4
+
+def after_step(done):
+    if done == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: a hard crash
+
+torch.manual_seed(0)
+common = dict(checkpoint_path=path, progress=False, resume=resume, after_step=after_step)
+if model_name == "glow":
+    from benchmarks.density_data import load_density_dataset
+    from benchmarks.density_training import train_density
+    settings = TrainSettings(optimizer="adamax", learning_rate=1e-3, batch_size=16, steps={STEPS},
+        warmup_steps=4, eval_every={STEPS}, checkpoint_every=3, log_every=1, eval_samples=4)
+    model = flows.create("glow_cifar10", in_channels=1, image_size=8, levels=2, steps=2, width=16)
+    outcome = train_density(model, load_density_dataset("digits").subset(64, 32), settings,
+                            **common)
+else:
+    from benchmarks.classifier_training import train_classifier
+    from benchmarks.data import load_dataset
+    settings = TrainSettings(optimizer="sgd", learning_rate=0.05, momentum=0.9, batch_size=16,
+        steps={STEPS}, eval_every={STEPS}, checkpoint_every=3, log_every=1)
+    model = flows.create("revnet38", in_channels=1)
+    outcome = train_classifier(model, load_dataset("digits").subset(64, 32), settings, **common)
+print({{k: v for k, v in outcome.final.items() if k.startswith(("test", "train_bpd"))}})
+"""
+
+
+def _train(model: str, path: Path, kill_at: int = -1, resume: bool = False):
+    command = [sys.executable, "-c", TRAIN, str(kill_at), model, str(path)]
+    return subprocess.run(
+        command + (["resume"] if resume else []), capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("model", ["glow", "revnet38"])
+def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_metrics(
+    model: str, tmp_path: Path
+) -> None:
+    kill_at = random.Random(model).randrange(4, STEPS)  # after at least one checkpoint
+    killed = _train(model, tmp_path / "killed.pt", kill_at)
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "killed.pt")["step"] == kill_at // 3 * 3
+    resumed = _train(model, tmp_path / "killed.pt", resume=True)
+    uninterrupted = _train(model, tmp_path / "whole.pt")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout == uninterrupted.stdout  # the same final metrics, to the last digit
+    assert "test" in uninterrupted.stdout
+
+
+def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path: Path) -> None:
+    path = tmp_path / "killed.pt"
+    assert _train("glow", path, kill_at=8).returncode == -signal.SIGKILL
+    assert load_checkpoint(previous_checkpoint_path(path))["step"] == 3
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the crash tore the newest file
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_checkpoint(path)["step"] == 3
+    assert any(issubclass(w.category, CheckpointWarning) for w in caught)
+    resumed = _train("glow", path, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "truncated" in resumed.stderr  # the user is told, with the reason
+    assert resumed.stdout == _train("glow", tmp_path / "whole.pt").stdout
