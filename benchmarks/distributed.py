@@ -36,12 +36,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from benchmarks.errors import ConfigError
+from benchmarks.errors import BenchmarkError, ConfigError
 
 __all__ = [
     "DistributedBatchNorm2d",
     "Shard",
     "barrier",
+    "check_same_start",
     "convert_batch_norm",
     "init_distributed",
     "initialise_on_global_batch",
@@ -126,6 +127,19 @@ def barrier(shard: Shard) -> None:
     """Wait for every process (no-op in a single process)."""
     if shard.distributed:
         dist.barrier()
+
+
+def check_same_start(shard: Shard, start_step: int, checkpoint_path: object) -> None:
+    """Every process must resume from the same step (they all read rank 0's checkpoint)."""
+    if not shard.distributed:
+        return
+    steps: list[int | None] = [None] * shard.world_size
+    dist.all_gather_object(steps, start_step)
+    if len(set(steps)) > 1:
+        raise BenchmarkError(
+            f"the processes would start at different steps {steps}: they do not all see the "
+            f"checkpoint {checkpoint_path}. Put --runs-dir on a file system every node shares."
+        )
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -52,6 +52,7 @@ from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.distributed import (
     Shard,
+    check_same_start,
     convert_batch_norm,
     initialise_on_global_batch,
     needs_data_init,
@@ -192,6 +193,7 @@ def fit(
             ema.load_state_dict(model, state["ema"])
         start_step, history = state["step"], state["history"]
         elapsed_before, resumed_from = state["wall_time_s"], state["step"]
+    check_same_start(shard, start_step, checkpoint_path)
     if shard.rank > 0:  # dropout: an independent stream per process
         torch.manual_seed(mix_seeds(seed, start_step, _DROPOUT_STREAM + shard.rank))
     step_loss: nn.Module = _StepLoss(model, task, shard)

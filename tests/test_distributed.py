@@ -28,6 +28,7 @@ from benchmarks.data import load_dataset
 from benchmarks.density_data import load_density_dataset
 from benchmarks.density_training import train_density
 from benchmarks.distributed import DistributedBatchNorm2d, Shard, init_distributed
+from benchmarks.errors import BenchmarkError
 
 STEPS, INTERRUPT_AT = 4, 2
 CLASSIFIER = TrainSettings(
@@ -108,6 +109,12 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
             torch.save(weights, out / f"{name}-ddp.pt")
     with contextlib.suppress(Interrupted):
         _train("revnet38", out / f"interrupted-rank{rank}", shard, stop_at=INTERRUPT_AT)
+    # a resume where rank 1 cannot see rank 0's checkpoint (no shared --runs-dir)
+    folder_seen = out / ("interrupted-rank0" if rank == 0 else "not-shared")
+    try:
+        _train("revnet38", folder_seen, shard, resume=True)
+    except BenchmarkError as error:
+        (out / f"not-shared-rank{rank}.txt").write_text(str(error))
     torch.distributed.destroy_process_group()
 
 
@@ -168,6 +175,14 @@ def test_only_rank_zero_writes_checkpoints(ddp_runs: Path) -> None:
     written = {path.name for path in (ddp_runs / "ddp-rank0").iterdir()}
     assert {f"{name}.pt" for name in MODELS} <= written
     assert not (ddp_runs / "ddp-rank1").exists()
+
+
+def test_processes_that_would_resume_from_different_steps_stop_with_a_clear_error(
+    ddp_runs: Path,
+) -> None:
+    for rank in (0, 1):
+        message = (ddp_runs / f"not-shared-rank{rank}.txt").read_text()
+        assert f"different steps [{INTERRUPT_AT}, 0]" in message and "--runs-dir" in message
 
 
 def test_distributed_batch_norm_is_plain_batch_norm_in_one_process() -> None:
