@@ -74,8 +74,8 @@ class Change:
         if self.now is None:
             return "no longer measured"
         delta = self.now - self.baseline
-        if self.baseline:
-            return f"{delta:+.4g} ({100 * delta / abs(self.baseline):+.2f}%)"
+        if abs(self.baseline) > 1e-6:  # no percentages of rounding errors
+            return f"{delta:+.4g} ({100 * delta / abs(self.baseline):+.3g}%)"
         return f"{delta:+.4g}"
 
 
