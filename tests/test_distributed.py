@@ -27,10 +27,10 @@ from benchmarks.config import TrainSettings
 from benchmarks.data import load_dataset
 from benchmarks.density_data import load_density_dataset
 from benchmarks.density_training import train_density
-from benchmarks.vae_data import load_binary_dataset
-from benchmarks.vae_training import train_vae
 from benchmarks.distributed import DistributedBatchNorm2d, Shard, init_distributed
 from benchmarks.errors import BenchmarkError
+from benchmarks.vae_data import load_binary_dataset
+from benchmarks.vae_training import train_vae
 
 STEPS, INTERRUPT_AT = 4, 2
 CLASSIFIER = TrainSettings(
