@@ -2,9 +2,11 @@
 
 Two processes on the CPU (gloo backend), each with half of every batch of 16, train a ResNet
 (BatchNorm statistics over the global batch), a RevNet whose backward recomputes activations
-(its gradients reach DDP's reduction through the autograd Function's outputs) and a Glow
-(actnorm's data-dependent initialisation and the dequantization noise of the global batch).
-A run interrupted under two processes resumes in one and ends on the same weights.
+(its gradients reach DDP's reduction through the autograd Function's outputs), a Glow
+(actnorm's data-dependent initialisation and the dequantization noise of the global batch), a
+Flow++ (its variational dequantizer's noise, data-dependent convolutions) and a VAE (posterior
+noise, sliced along the batch dimension of ``(k, N, latents)``). A run interrupted under two
+processes resumes in one and ends on the same weights.
 """
 
 from __future__ import annotations
