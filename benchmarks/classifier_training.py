@@ -20,9 +20,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +31,10 @@ from torch import nn
 from benchmarks.config import TrainSettings
 from benchmarks.data import Batch, TrainingData
 from benchmarks.distributed import Shard
-from benchmarks.fitting import FitTask, fit
+from benchmarks.fitting import FitOptions, FitTask, fit
 from benchmarks.training import TrainingOutcome
 
 __all__ = ["classification_task", "evaluate", "train_classifier"]
-
-MetricsLogger = Callable[[dict[str, float], int], None]
 
 
 @torch.no_grad()
@@ -94,12 +92,7 @@ def train_classifier(
     checkpoint_path: str | Path,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    resume: bool = False,
-    log_metrics: MetricsLogger | None = None,
-    extra_state: dict[str, Any] | None = None,
-    progress: bool = True,
-    after_step: Callable[[int], None] | None = None,
-    shard: Shard | None = None,
+    **options: Unpack[FitOptions],
 ) -> TrainingOutcome:
     """Train ``model`` on ``data`` with ``settings``; return the final test metrics.
 
@@ -107,16 +100,8 @@ def train_classifier(
         model: a classifier returning logits.
         data: the dataset (delivered to ``device`` here).
         settings: the resolved training settings.
-        checkpoint_path: where the atomic checkpoint is written every ``checkpoint_every``
-            steps and at the end.
+        checkpoint_path, device, options: see :func:`~benchmarks.fitting.fit`.
         seed: seeds the batch order and augmentation (and the global torch RNG).
-        device: where to train.
-        resume: continue from ``checkpoint_path`` if it exists.
-        log_metrics: called as ``log_metrics(metrics, step)`` at every log/eval point.
-        extra_state: stored in the checkpoint (the runner keeps its MLflow run id there).
-        progress: show a tqdm progress bar.
-        after_step: called with the number of completed steps after each step.
-        shard: this process's part of each batch under ``torchrun`` (default: all of it).
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite; the last good checkpoint is
@@ -130,10 +115,5 @@ def train_classifier(
         checkpoint_path=checkpoint_path,
         seed=seed,
         device=device,
-        resume=resume,
-        log_metrics=log_metrics,
-        extra_state=extra_state,
-        progress=progress,
-        after_step=after_step,
-        shard=shard,
+        **options,
     )

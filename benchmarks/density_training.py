@@ -31,9 +31,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.density_data import DiscreteImages
 from benchmarks.distributed import Shard
-from benchmarks.fitting import ExponentialMovingAverage, FitTask, fit
+from benchmarks.fitting import ExponentialMovingAverage, FitOptions, FitTask, fit
 from benchmarks.metrics import (
     Dequantizer,
     bits_per_dim,
@@ -63,7 +63,6 @@ __all__ = [
     "weight_norm_scales",
 ]
 
-MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 5, 6
 
 
@@ -145,12 +144,7 @@ def train_density(
     checkpoint_path: str | Path,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    resume: bool = False,
-    log_metrics: MetricsLogger | None = None,
-    extra_state: dict[str, Any] | None = None,
-    progress: bool = True,
-    after_step: Callable[[int], None] | None = None,
-    shard: Shard | None = None,
+    **options: Unpack[FitOptions],
 ) -> TrainingOutcome:
     """Train a density model (``log_prob(y)`` in nats) on integer images; see the module doc.
 
@@ -205,10 +199,5 @@ def train_density(
         checkpoint_path=checkpoint_path,
         seed=seed,
         device=device,
-        resume=resume,
-        log_metrics=log_metrics,
-        extra_state=extra_state,
-        progress=progress,
-        after_step=after_step,
-        shard=shard,
+        **options,
     )

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ from benchmarks.training import (
     training_state,
 )
 
-__all__ = ["ExponentialMovingAverage", "FitTask", "fit", "uses_bf16"]
+__all__ = ["ExponentialMovingAverage", "FitOptions", "FitTask", "fit", "uses_bf16"]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 Reported = dict[str, torch.Tensor]
@@ -139,6 +139,18 @@ class _StepLoss(nn.Module):
         return self.task.loss(self.model, batch, step, self.shard)
 
 
+class FitOptions(TypedDict, total=False):
+    """How :func:`fit` runs, passed through unchanged by ``train_classifier``,
+    ``train_density`` and ``train_vae`` (see :func:`fit` for each)."""
+
+    resume: bool
+    log_metrics: MetricsLogger | None
+    extra_state: dict[str, Any] | None
+    progress: bool
+    after_step: Callable[[int], None] | None
+    shard: Shard | None
+
+
 def uses_bf16(settings: TrainSettings, device: torch.device) -> bool:
     """``precision`` ``bf16``, or ``auto`` on CUDA: the forward pass runs under bf16 autocast."""
     return settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
@@ -168,6 +180,18 @@ def fit(
     shard: Shard | None = None,
 ) -> TrainingOutcome:
     """Train ``model`` on ``task`` with ``settings``; see the module docstring.
+
+    Args:
+        checkpoint_path: where the atomic checkpoint is written every ``checkpoint_every``
+            steps and at the end (the one before is kept beside it).
+        seed: seeds the global torch RNG (the task seeds its batches and noise itself).
+        device: where to train.
+        resume: continue from ``checkpoint_path`` (or the previous one) if it exists.
+        log_metrics: called as ``log_metrics(metrics, step)`` at every log/eval point.
+        extra_state: stored in the checkpoint (the runner keeps its MLflow run id there).
+        progress: show a tqdm progress bar.
+        after_step: called with the number of completed steps after each step.
+        shard: this process's part of each batch under ``torchrun`` (default: all of it).
 
     The final metrics are those of the last evaluation plus ``task.finish``. The model keeps
     the trained (not averaged) weights; ``evaluation_model`` of the outcome is the evaluated

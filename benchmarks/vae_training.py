@@ -33,9 +33,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import torch
 from torch import nn
@@ -43,14 +43,13 @@ from torch import nn
 from benchmarks.config import TrainSettings
 from benchmarks.data import mix_seeds
 from benchmarks.distributed import Shard
-from benchmarks.fitting import FitTask, fit
+from benchmarks.fitting import FitOptions, FitTask, fit
 from benchmarks.metrics import log_mean_exp_groups, sample_sizes
 from benchmarks.training import TrainingOutcome
 from benchmarks.vae_data import BinaryImages
 
 __all__ = ["evaluate_vae", "train_vae", "vae_objective"]
 
-MetricsLogger = Callable[[dict[str, float], int], None]
 _NOISE_STREAM, _EVAL_STREAM = 8, 9
 
 
@@ -116,12 +115,7 @@ def train_vae(
     checkpoint_path: str | Path,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    resume: bool = False,
-    log_metrics: MetricsLogger | None = None,
-    extra_state: dict[str, Any] | None = None,
-    progress: bool = True,
-    after_step: Callable[[int], None] | None = None,
-    shard: Shard | None = None,
+    **options: Unpack[FitOptions],
 ) -> TrainingOutcome:
     """Train a VAE on binarised images; see the module doc. Final metrics: ``test_elbo``,
     ``test_log_px`` (k = ``eval_samples``), ``test_log_px_k<K>``, ``test_elbo_k``, ``iw_samples``
@@ -164,10 +158,5 @@ def train_vae(
         checkpoint_path=checkpoint_path,
         seed=seed,
         device=device,
-        resume=resume,
-        log_metrics=log_metrics,
-        extra_state=extra_state,
-        progress=progress,
-        after_step=after_step,
-        shard=shard,
+        **options,
     )
