@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -41,15 +41,12 @@ from benchmarks.errors import BenchmarkError, ConfigError
 __all__ = [
     "DistributedBatchNorm2d",
     "Shard",
-    "barrier",
     "check_same_start",
     "convert_batch_norm",
     "init_distributed",
     "initialise_on_global_batch",
     "needs_data_init",
 ]
-
-Batch = TypeVar("Batch")
 
 
 @dataclass(frozen=True)
@@ -85,12 +82,6 @@ class Shard:
         size = self.local_size(tensor.shape[dim])
         return tensor.narrow(dim, self.rank * size, size)
 
-    def take(self, batch: Batch) -> Batch:
-        """:meth:`rows` of a tensor, or of each tensor of a tuple (images, labels)."""
-        if isinstance(batch, tuple):
-            return tuple(self.rows(part) for part in batch)  # type: ignore[return-value]
-        return self.rows(batch)  # type: ignore[arg-type]
-
     def draw(
         self,
         sampler: Callable[..., torch.Tensor],
@@ -121,12 +112,6 @@ def init_distributed(device: torch.device) -> tuple[Shard, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Shard(rank, world_size, local_rank), device
-
-
-def barrier(shard: Shard) -> None:
-    """Wait for every process (no-op in a single process)."""
-    if shard.distributed:
-        dist.barrier()
 
 
 def check_same_start(shard: Shard, start_step: int, checkpoint_path: object) -> None:
