@@ -239,7 +239,7 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
 def _tables(args: argparse.Namespace) -> None:
     from benchmarks.tables import compile_tables
 
-    for path in compile_tables(args.configs_dir, args.out, args.tracking_uri):
+    for path in compile_tables(args.configs_dir, args.out, args.tracking_uri, log=print):
         print(f"wrote {path}")
 
 

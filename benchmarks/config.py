@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +37,7 @@ __all__ = [
     "ProfileOverrides",
     "ResolvedConfig",
     "TrainSettings",
+    "content_digest",
     "load_config",
 ]
 
@@ -208,6 +211,42 @@ class ResolvedConfig:
     def model_kwargs(self, model: str) -> dict[str, Any]:
         """Builder arguments of ``model`` in this profile (config-level, then profile)."""
         return dict(self.model_args.get(model, {}))
+
+    def row_document(self, model: str, dataset: str) -> dict[str, Any]:
+        """Everything that decides what one row (``model`` on ``dataset``) trains: the table,
+        profile, source, training settings and builder arguments; not the file's path."""
+        return {
+            "table": self.config.name,
+            "model": model,
+            "dataset": dataset,
+            "profile": self.profile,
+            "profile_note": self.note,
+            "source": self.config.source,
+            "training": dataclasses.asdict(self.training_for(model)),
+            "model_args": self.model_kwargs(model),
+        }
+
+    def row_digest(self, model: str, dataset: str) -> str:
+        """A short SHA-256 of :meth:`row_document`: two runs share it exactly when they were
+        made with the same resolved settings (the results record compares it).
+
+        >>> resolved = load_config("configs/cifar.yaml").resolve("quick")
+        >>> len(resolved.row_digest("resnet32", "digits"))
+        16
+        >>> resolved.row_digest("resnet32", "digits") == resolved.row_digest("revnet38", "digits")
+        False
+        """
+        return content_digest(self.row_document(model, dataset))
+
+
+def content_digest(document: object) -> str:
+    """First 16 hex digits of the SHA-256 of ``document`` as canonical JSON (keys sorted).
+
+    >>> content_digest({"b": 1, "a": [1, 2]}) == content_digest({"a": [1, 2], "b": 1})
+    True
+    """
+    text = json.dumps(document, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path) -> Config:

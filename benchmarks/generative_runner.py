@@ -20,7 +20,14 @@ from torch import nn
 
 from benchmarks.config import ResolvedConfig
 from benchmarks.profiling import count_parameters
-from benchmarks.runner import RunRecord, RunRequest, open_run, resolved_yaml, resumed_run_id
+from benchmarks.runner import (
+    RunRecord,
+    RunRequest,
+    open_run,
+    provenance_tags,
+    resolved_yaml,
+    resumed_run_id,
+)
 from benchmarks.tracking import environment_tags
 from benchmarks.training import TrainingOutcome
 from flows.registry import create, get_info
@@ -49,6 +56,7 @@ def run_tags(
         "seed": str(request.seed),
         "table": resolved.config.name,
         "reproduction": "yes" if reproduction and kind == "train" else "no",
+        **provenance_tags(resolved, model, dataset),
     }
 
 

@@ -11,9 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["NOT_RUN", "markdown_row", "published_notes"]
+__all__ = ["NOT_RUN", "generated_line", "markdown_row", "published_notes"]
 
 NOT_RUN = "not run"  # the cell of a table that no finished run fills
+
+
+def generated_line(record: str, config_path: str, published_source: str) -> str:
+    """The sentence under a table's title: what it is rendered from, and the papers' source.
+
+    >>> generated_line("runs/cifar.csv", "configs/cifar.yaml", "Gomez et al. 2017")[:41]
+    'Rendered by `python -m benchmarks tables`'
+    """
+    return (
+        f"Rendered by `python -m benchmarks tables` from the results record `{record}`: runs of "
+        f"the committed `{config_path}`, each row's origin listed under *Where the rows come "
+        f"from*. Published numbers: {' '.join(published_source.split())}"
+    )
 
 
 def markdown_row(cells: Sequence[str]) -> str:

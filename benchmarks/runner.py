@@ -48,6 +48,7 @@ __all__ = [
     "RunRecord",
     "RunRequest",
     "open_run",
+    "provenance_tags",
     "resolve_device",
     "resolved_yaml",
     "resumed_run_id",
@@ -197,6 +198,8 @@ def _train_one(
                 "task": info.task,
                 "paper": info.paper,
                 "reproduction": "yes" if reproduction else "no",
+                "kind": "train",
+                **provenance_tags(resolved, model_name, data.name),
             }
         )
         run.log_params(
@@ -295,14 +298,19 @@ def resumed_run_id(checkpoint_path: Path, request: RunRequest) -> str | None:
 
 
 def resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:
+    """The settings one row trains with, as logged with its run (``config.yaml``)."""
     document = {
         "config": resolved.config.path,
-        "model": model,
-        "dataset": dataset,
-        "profile": resolved.profile,
-        "profile_note": resolved.note,
-        "source": resolved.config.source,
-        "training": dataclasses.asdict(resolved.training_for(model)),
-        "model_args": resolved.model_kwargs(model),
+        "config_digest": resolved.row_digest(model, dataset),
+        **resolved.row_document(model, dataset),
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def provenance_tags(resolved: ResolvedConfig, model: str, dataset: str) -> dict[str, str]:
+    """The tags that tie a run to its config: the file and the digest of the row's resolved
+    settings, which the results record compares with the committed config's."""
+    return {
+        "config": resolved.config.path,
+        "config_digest": resolved.row_digest(model, dataset),
+    }

@@ -1,11 +1,16 @@
-"""Compile the result tables: measured runs from MLflow beside the papers' numbers.
+"""Compile the result tables: the record's runs beside the papers' numbers.
 
-For each config (one table) the compiler lists, per model, every dataset of the published table
-and every dataset the model was actually trained on. Each row holds the published error, the
-latest finished run of each profile (measured error, parameters, throughput, activation memory,
-device, steps, wall time, seed, git revision, MLflow run id) and, only where the comparison is
-meaningful (``paper`` profile on the published dataset), the difference. A published cell
-without a run shows as *not run*.
+``tables`` first merges the finished runs of the MLflow store into the results record
+(:mod:`benchmarks.record`: only runs of the committed config, never dropping a committed row),
+then renders every table from the record alone, so that a fresh clone with an empty store
+renders the committed tables unchanged.
+
+For each config (one table) the compiler lists, per model, every dataset of the published
+table and every dataset the model was trained on. Each row holds the published error, the
+latest run of each profile (measured error, parameters, throughput, activation memory,
+device, steps, wall time, seed, git revision, MLflow run id) and, only where the comparison
+is meaningful (``paper`` profile on the published dataset), the difference. A published cell
+without a run shows as *not run*; the section *Where the rows come from* lists every run.
 
 Example:
     >>> paths = compile_tables(configs_dir="configs", out_dir="results")  # doctest: +SKIP
@@ -13,26 +18,36 @@ Example:
 
 from __future__ import annotations
 
-import datetime
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from benchmarks.architecture_report import (
     build_architecture_table,
-    finished_probes,
     render_architecture_markdown,
 )
 from benchmarks.checkpoint import write_text_atomic
 from benchmarks.config import PROFILES, Config, load_config
 from benchmarks.data import DATASETS
-from benchmarks.markdown import NOT_RUN, markdown_row, published_notes
+from benchmarks.markdown import NOT_RUN, generated_line, markdown_row, published_notes
+from benchmarks.record import (
+    committed_config,
+    latest_runs,
+    load_record,
+    merge_runs,
+    provenance_markdown,
+    record_path,
+    store_runs,
+    write_record,
+)
 from benchmarks.tracking import resolve_tracking_uri
 from flows.registry import create, get_info
 
-__all__ = ["build_table", "compile_tables", "finished_runs", "load_published", "render_markdown"]
+__all__ = ["build_table", "compile_tables", "load_published", "render_markdown"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_PATH = REPO_ROOT / "results" / "published.yaml"
@@ -63,30 +78,12 @@ def load_published(path: str | Path = PUBLISHED_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
-def finished_runs(tracking_uri: str, experiment: str, per_seed: bool = False) -> pd.DataFrame:
-    """Latest FINISHED run per (model, dataset, profile) of an MLflow experiment (and per
-    seed with ``per_seed``, for tables of several seeds); architecture probes are left out."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(experiment) is None:
-        return pd.DataFrame()
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(
-        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'"
-    )
-    if "tags.kind" in runs.columns:  # architecture probes are tabled apart
-        runs = runs[runs["tags.kind"] != "probe"]
-    if runs.empty:
-        return runs
-    runs = runs.sort_values("end_time", ascending=False)
-    keys = ["tags.model", "tags.dataset", "tags.profile"] + (["tags.seed"] if per_seed else [])
-    return runs.drop_duplicates(keys)
-
-
 def _params_of(model: str, dataset: str) -> int:
+    """Parameters of ``model`` built for ``dataset``, counted on the meta device (no memory,
+    no initialisation cost)."""
     spec = DATASETS[dataset]
-    built = create(model, num_classes=spec.num_classes, in_channels=spec.channels)
+    with torch.device("meta"):
+        built = create(model, num_classes=spec.num_classes, in_channels=spec.channels)
     return sum(p.numel() for p in built.parameters())
 
 
@@ -165,16 +162,14 @@ def _duration(seconds: float) -> str:
 
 
 def render_markdown(
-    config: Config, table: pd.DataFrame, tracking_uri: str, published: dict | None = None
+    config: Config, table: pd.DataFrame, record: str, published: dict | None = None
 ) -> str:
     """The table as Markdown, with the notes that say what each number is."""
-    today = datetime.date.today().isoformat()
     published = published or {}
     lines = [
         f"# {config.title}",
         "",
-        f"Generated by `python -m benchmarks tables` on {today} from the MLflow store "
-        f"`{tracking_uri}` (config `{config.path}`). Published numbers: {config.source}.",
+        generated_line(record, config.path, config.source) + ".",
         "",
         "- Only rows with profile `paper` on a published dataset reproduce the paper; the "
         "difference column is filled for those alone.",
@@ -224,65 +219,88 @@ def compile_tables(
     out_dir: str | Path = "results",
     tracking_uri: str | None = None,
     published_path: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write ``<out_dir>/<config name>.md`` and ``.csv`` for every config; return the paths."""
+    """Merge the store's runs into each table's record, then render ``<out_dir>/<name>.md``
+    and ``.csv`` from the record; return the paths written (the record's only if it changed).
+
+    ``log`` receives one summary per table (rows added or replaced, local runs left out).
+    """
     uri = resolve_tracking_uri(tracking_uri)
     out = Path(out_dir)
     published = load_published(published_path or PUBLISHED_PATH)
     written = []
     for config_path in sorted(Path(configs_dir).glob("*.yaml")):
         config = load_config(config_path)
-        runs = finished_runs(uri, config.name)
-        if config.task == "latent-variable":
-            from benchmarks.vae_table import build_vae_table, render_vae_markdown
-
-            seed_runs = finished_runs(uri, config.name, per_seed=True)
-            table = build_vae_table(config, seed_runs, published)
-            markdown = render_vae_markdown(config, table, seed_runs, uri, published)
-            figure = out / "vae_posteriors.png"
-            if figure.exists():
-                markdown += (
-                    "\n## Posteriors of a 2-D latent VAE on four data points\n\n"
-                    "`python -m benchmarks posterior-figure` (the lecture's figure, Kingma et al. "
-                    "2016 Fig. 2): factorised Gaussian against IAF posteriors, posterior samples "
-                    "of each data point in its colour, beside the prior.\n\n"
-                    f"![posteriors]({figure.name})\n"
-                )
-        elif config.layout == "ablation":
-            from benchmarks.ablation_table import (
-                build_ablation_table,
-                build_bound_curve,
-                render_ablation_markdown,
-                write_bound_figure,
-            )
-
-            seed_runs = finished_runs(uri, config.name, per_seed=True)
-            table = build_ablation_table(config, seed_runs, published)
-            curve = build_bound_curve(config, seed_runs)
-            out.mkdir(parents=True, exist_ok=True)
-            figure = write_bound_figure(curve, out / f"{config.name}_iw_bound.png")
-            markdown = render_ablation_markdown(config, table, curve, uri, published, figure)
-            written += [figure] if figure is not None else []
-        elif config.task == "density":
-            from benchmarks.density_table import (
-                build_density_table,
-                copy_sample_grids,
-                render_density_markdown,
-            )
-
-            table = build_density_table(config, runs, published)
-            grids = copy_sample_grids(table, uri, out)
-            markdown = render_density_markdown(config, table, uri, published, grids)
-            written += list(grids.values())
-        elif config.probe is None:
-            table = build_table(config, runs, published)
-            markdown = render_markdown(config, table, uri, published)
-        else:
-            probes = finished_probes(uri, config.name)
-            table = build_architecture_table(config, runs, probes, published)
-            markdown = render_architecture_markdown(config, table, uri, published)
+        committed = committed_config(config_path)
+        path = record_path(out, config.name)
+        record = load_record(path)
+        runs, report = merge_runs(record, store_runs(uri, config.name), committed)
+        if log is not None:
+            log(report.summary())
+        if report.added or report.replaced:
+            write_record(path, runs)
+            written.append(path)
+        markdown, table, figures = _render(committed or config, runs, out, uri, published)
+        markdown += "\n".join(provenance_markdown(runs, committed)) + "\n"
         markdown_path, csv_path = out / f"{config.name}.md", out / f"{config.name}.csv"
         write_text_atomic(markdown_path, markdown)
-        write_text_atomic(csv_path, table.to_csv(index=False))
-        written += [markdown_path, csv_path]
+        write_text_atomic(csv_path, table.to_csv(index=False, lineterminator="\n"))
+        written += [*figures, markdown_path, csv_path]
     return written
+
+
+def _render(
+    config: Config, runs: pd.DataFrame, out: Path, uri: str, published: dict
+) -> tuple[str, pd.DataFrame, list[Path]]:
+    """Markdown, table and figures of one config from its record's runs."""
+    record = f"runs/{config.name}.csv"
+    trained = latest_runs(runs)
+    if config.task == "latent-variable":
+        from benchmarks.vae_table import build_vae_table, render_vae_markdown
+
+        seed_runs = latest_runs(runs, per_seed=True)
+        table = build_vae_table(config, seed_runs, published)
+        markdown = render_vae_markdown(config, table, seed_runs, record, published)
+        figure = out / "vae_posteriors.png"
+        if figure.exists():
+            markdown += (
+                "\n## Posteriors of a 2-D latent VAE on four data points\n\n"
+                "`python -m benchmarks posterior-figure` (the lecture's figure, Kingma et al. "
+                "2016 Fig. 2): factorised Gaussian against IAF posteriors, posterior samples "
+                "of each data point in its colour, beside the prior.\n\n"
+                f"![posteriors]({figure.name})\n"
+            )
+        return markdown, table, []
+    if config.layout == "ablation":
+        from benchmarks.ablation_table import (
+            build_ablation_table,
+            build_bound_curve,
+            render_ablation_markdown,
+            write_bound_figure,
+        )
+
+        seed_runs = latest_runs(runs, per_seed=True)
+        table = build_ablation_table(config, seed_runs, published)
+        curve = build_bound_curve(config, seed_runs)
+        out.mkdir(parents=True, exist_ok=True)
+        figure = write_bound_figure(curve, out / f"{config.name}_iw_bound.png")
+        markdown = render_ablation_markdown(config, table, curve, record, published, figure)
+        return markdown, table, [figure] if figure is not None else []
+    if config.task == "density":
+        from benchmarks.density_table import (
+            build_density_table,
+            copy_sample_grids,
+            render_density_markdown,
+        )
+
+        table = build_density_table(config, trained, published)
+        grids = copy_sample_grids(table, uri, out)
+        markdown = render_density_markdown(config, table, record, published, grids)
+        return markdown, table, list(grids.values())
+    if config.probe is None:
+        table = build_table(config, trained, published)
+        return render_markdown(config, table, record, published), table, []
+    probes = latest_runs(runs, kind="probe")
+    table = build_architecture_table(config, trained, probes, published)
+    return render_architecture_markdown(config, table, record, published), table, []

@@ -73,7 +73,7 @@ def test_table_statistics_are_mean_sample_spread_and_paired_differences() -> Non
     full_row = table[(table.model == "flowpp_cifar10") & (table.dataset == "digits")].iloc[0]
     assert math.isnan(full_row.vs_full_mean) and full_row.full_better_seeds == ""
     cifar = table[(table.model == "flowpp_cifar10_uniform") & (table.dataset == "cifar10")]
-    assert cifar.iloc[0].profile == "not run" and cifar.iloc[0].published_bpd == 3.29
+    assert cifar.iloc[0].profile == "not run" and cifar.iloc[0].published_bpd == 3.292
     curve = build_bound_curve(config, runs)
     point = curve[(curve.model == "flowpp_cifar10") & (curve.samples == 4)].iloc[0]
     assert point["mean"] == pytest.approx(statistics.fmean(full) - 0.1) and point.seeds == 3
@@ -104,10 +104,11 @@ def test_smoke_study_runs_every_seed_and_compiles_the_study_table(tmp_path: Path
     assert set(smoke.seeds) == {"0 1"}  # the smoke profile's two seeds, one run each
     assert (smoke.iw_samples == 4).all()
     markdown = (out / "dequantization.md").read_text()
-    assert "| uniform dequantization | `flowpp_cifar10_uniform` | CIFAR-10 | *not run* | 3.29" in (
-        markdown
+    assert (
+        "| uniform dequantization | `flowpp_cifar10_uniform` | CIFAR-10 | *not run* | 3.292 "
+        "| 32.3M |" in markdown
     )
-    assert "not yet checked against the paper" in markdown
+    assert "not yet checked against the paper" not in markdown  # Table 2 was checked
     assert (tmp_path / "runs" / "dequantization").is_dir()
     assert len(list((tmp_path / "runs" / "dequantization").glob("flowpp_cifar10-*"))) == 2
     one = ["--models", "flowpp_cifar10_uniform", "--seed", "7"]
