@@ -304,6 +304,7 @@ def _memory(args: argparse.Namespace) -> None:
         raise BenchmarkError("--batch-size and --repeats must be positive, --resolution >= 8")
     if any(units <= 0 for units in args.sweep):
         raise BenchmarkError(f"--sweep {' '.join(map(str, args.sweep))}: N must be positive")
+    preflight.check_device(args.device)
     device = resolve_device(args.device)
     cases = ([] if args.no_paper else paper_cases()) + sweep_cases(args.sweep)
     if not cases:
@@ -344,6 +345,7 @@ def _probe(args: argparse.Namespace) -> None:
     from benchmarks.architecture_report import ProbeRequest, parse_checkpoints, run_probes
 
     checkpoints = parse_checkpoints(args.checkpoint)
+    preflight.check_device(args.device)
     if not args.no_figure:
         preflight.check_writable_folder(args.out, "--out")
     preflight.check_tracking(args.tracking_uri)
@@ -392,6 +394,7 @@ def _flow_speed(args: argparse.Namespace) -> None:
         )
     if min(args.levels, args.steps, args.width, args.batch_size, args.repeats) <= 0:
         raise BenchmarkError("--levels, --steps, --width, --batch-size, --repeats: positive")
+    preflight.check_device(args.device)
     device = resolve_device(args.device)
     settings = FlowSpeedSettings(
         levels=args.levels,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from benchmarks.config import MAX_SEED, load_config
-from benchmarks.errors import BenchmarkError, ConfigError, TrackingError
+from benchmarks.errors import BenchmarkError, ConfigError, DeviceError, TrackingError
 from benchmarks.tracking import (
     check_tracking_uri,
     mask_credentials,
@@ -49,6 +49,7 @@ __all__ = [
     "check_compile_backends",
     "check_configs_dir",
     "check_datasets",
+    "check_device",
     "check_model_builds",
     "check_replacement",
     "check_run",
@@ -70,6 +71,7 @@ def check_run(request: RunRequest, resolved: ResolvedConfig) -> None:
 
     The reachability of the tracking store is checked by the runner itself (rank 0 only).
     """
+    check_device(request.device)
     check_seeds(request.seeds)
     check_workers(request.workers)
     check_writable_folder(request.runs_dir, "--runs-dir")
@@ -79,6 +81,27 @@ def check_run(request: RunRequest, resolved: ResolvedConfig) -> None:
     models = [name for name in request.models or resolved.models if name in resolved.config.models]
     check_compile_backends(resolved, models, request.overrides)
     check_model_builds(resolved, models, datasets)
+
+
+def check_device(name: str) -> None:
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with ``N`` a GPU of this machine
+    (whether CUDA is there at all is :func:`~benchmarks.runner.resolve_device`'s check)."""
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type != "cuda" or device.index is None or not torch.cuda.is_available():
+        return
+    count = torch.cuda.device_count()
+    if device.index >= count:
+        raise DeviceError(
+            f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
+            f"cuda:{count - 1}; pick one of them or use --device cuda"
+        )
 
 
 def check_seeds(seeds: Sequence[int] | None) -> None:

@@ -346,6 +346,28 @@ def test_bad_run_flags_are_refused_before_training(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "command", [["run", CIFAR], ["memory"], ["probe", IMAGENET], ["flow-speed", "--no-peer"]]
+)
+def test_a_device_string_torch_cannot_parse_is_one_line(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*command, "--device", "cuda:abc", "--out", str(tmp_path)]
+    if command[0] == "run":
+        argv = [*run_args(tmp_path, "--models", "resnet32"), "--device", "cuda:abc"]
+    fails(capsys, argv, "unknown device 'cuda:abc'", "cuda:N")
+
+
+def test_a_gpu_index_beyond_the_machine_s_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    preflight.check_device("cuda:1")
+    with pytest.raises(BenchmarkError, match="has 2 CUDA device\\(s\\), cuda:0 to cuda:1"):
+        preflight.check_device("cuda:2")
+
+
 def test_mnist_is_a_dataset_the_vae_config_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
