@@ -21,17 +21,39 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from benchmarks import preflight
 from benchmarks.config import PRECISIONS, PROFILES, load_config
-from benchmarks.data import DATASETS
 from benchmarks.errors import BenchmarkError, RegressionFound
 from flows.registry import UnknownModelError, get_info, list_models
 
 __all__ = ["main"]
 
 
+class UsageError(BenchmarkError):
+    """The command line does not parse (unknown flag, bad value): one line, status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``error:`` line (no usage block) like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _all_datasets() -> list[str]:
+    """Every dataset some config's runner can load; each config's task narrows it."""
+    names = {
+        name
+        for task in ("classification", "density", "latent-variable")
+        for name in preflight.task_datasets(task)
+    }
+    return sorted(names)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m benchmarks",
         description="Benchmark suite for invertible and reversible networks and flows.",
     )
@@ -53,7 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         help="train only these models of the config (default: all)",
     )
     run.add_argument(
-        "--dataset", choices=sorted(DATASETS), help="override the profile's datasets with this one"
+        "--dataset",
+        choices=_all_datasets(),
+        help="override the profile's datasets with this one (one the config's task reads: "
+        "mnist for VAEs, imagenet and digits64 for classifiers, ...)",
     )
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument(
@@ -80,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         "--runs-dir",
         type=Path,
         default=Path("runs"),
-        help="where checkpoints are written (default: runs/)",
+        help="where checkpoints are written; checked writable before training (default: runs/)",
     )
     run.add_argument(
         "--tracking-uri",
@@ -89,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=int,
-        help="processes decoding images for datasets read from files, e.g. ImageNet "
-        "(default: min(8, CPUs))",
+        help="processes decoding images for datasets read from files, e.g. ImageNet; 0 "
+        "decodes in the training process (default: min(8, CPUs))",
     )
     run.add_argument(
         "--precision",
@@ -106,14 +131,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BACKEND",
         nargs="?",
         const="inductor",
-        help="torch.compile the training step (default backend: inductor)",
+        help="torch.compile the training step with BACKEND, one of "
+        "torch._dynamo.list_backends() or eager/aot_eager (default backend: inductor)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     tables = commands.add_parser("tables", help="compile results/ tables from MLflow")
-    tables.add_argument("--configs-dir", type=Path, default=Path("configs"))
-    tables.add_argument("--out", type=Path, default=Path("results"))
-    tables.add_argument("--tracking-uri")
+    tables.add_argument(
+        "--configs-dir", type=Path, default=Path("configs"), help="folder of the YAML configs"
+    )
+    tables.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables")
+    tables.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     memory = commands.add_parser(
         "memory", help="memory and speed of one training step, reversible vs baselines"
@@ -136,8 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     memory.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     memory.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    memory.add_argument("--out", type=Path, default=Path("results"))
-    memory.add_argument("--tracking-uri")
+    memory.add_argument("--out", type=Path, default=Path("results"), help=_OUT_HELP)
+    memory.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
+    memory.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     probe = commands.add_parser(
         "probe",
@@ -156,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--no-figure", action="store_true", help="skip the inversion figure")
     probe.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     probe.add_argument("--out", type=Path, default=Path("results"), help="folder of the figure")
-    probe.add_argument("--tracking-uri")
+    probe.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     speed = commands.add_parser(
         "flow-speed",
@@ -169,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=5, help="timed steps per model")
     speed.add_argument("--no-peer", action="store_true", help="skip normflows")
     speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    speed.add_argument("--out", type=Path, default=Path("results"))
+    speed.add_argument("--out", type=Path, default=Path("results"), help=_OUT_HELP)
+    speed.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
 
     posterior = commands.add_parser(
         "posterior-figure",
@@ -177,7 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     posterior.add_argument("--seed", type=int, default=0)
     posterior.add_argument("--steps", type=int, default=3000, help="Adam steps per model")
-    posterior.add_argument("--out", type=Path, default=Path("results"))
+    posterior.add_argument(
+        "--out", type=Path, default=Path("results"), help="folder of vae_posteriors.png"
+    )
 
     regress = commands.add_parser(
         "regress",
@@ -196,9 +228,25 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     listing = commands.add_parser("list", help="list registered models and configs")
-    listing.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
-    listing.add_argument("--configs-dir", type=Path, default=Path("configs"))
+    listing.add_argument(
+        "pattern",
+        nargs="?",
+        default="*",
+        help="a word matches every name containing it (glow: the Glows); a shell pattern "
+        "with * ? [ ] matches whole names (e.g. 'resnet*')",
+    )
+    listing.add_argument(
+        "--configs-dir", type=Path, default=Path("configs"), help="folder of the YAML configs"
+    )
     return parser
+
+
+_TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+_OUT_HELP = "folder of the result files (default: results/)"
+_REPLACE_HELP = (
+    "overwrite a result in --out measured with other settings (without it, such a result is "
+    "kept and the command stops before measuring)"
+)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -239,6 +287,9 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
 def _tables(args: argparse.Namespace) -> None:
     from benchmarks.tables import compile_tables
 
+    preflight.check_configs_dir(args.configs_dir)
+    preflight.check_writable_folder(args.out, "--out")
+    preflight.check_tracking(args.tracking_uri)
     for path in compile_tables(args.configs_dir, args.out, args.tracking_uri, log=print):
         print(f"wrote {path}")
 
@@ -251,10 +302,22 @@ def _memory(args: argparse.Namespace) -> None:
 
     if args.batch_size <= 0 or args.resolution < 8 or args.repeats <= 0:
         raise BenchmarkError("--batch-size and --repeats must be positive, --resolution >= 8")
+    if any(units <= 0 for units in args.sweep):
+        raise BenchmarkError(f"--sweep {' '.join(map(str, args.sweep))}: N must be positive")
+    preflight.check_device(args.device)
     device = resolve_device(args.device)
     cases = ([] if args.no_paper else paper_cases()) + sweep_cases(args.sweep)
     if not cases:
         raise BenchmarkError("nothing to measure: drop --no-paper or give --sweep N ...")
+    preflight.check_writable_folder(args.out, "--out")
+    preflight.check_replacement(
+        args.out / "memory.csv",
+        {"batch_size": args.batch_size, "resolution": args.resolution, "repeats": args.repeats},
+        {f"{case.group}/{case.name}" for case in cases},
+        lambda row: f"{row.get('group')}/{row.get('case')}",
+        args.replace,
+    )
+    preflight.check_tracking(args.tracking_uri)
     rows = measure_cases(
         cases,
         args.batch_size,
@@ -281,6 +344,11 @@ def _memory(args: argparse.Namespace) -> None:
 def _probe(args: argparse.Namespace) -> None:
     from benchmarks.architecture_report import ProbeRequest, parse_checkpoints, run_probes
 
+    checkpoints = parse_checkpoints(args.checkpoint)
+    preflight.check_device(args.device)
+    if not args.no_figure:
+        preflight.check_writable_folder(args.out, "--out")
+    preflight.check_tracking(args.tracking_uri)
     rows, figure = run_probes(
         ProbeRequest(
             config_path=args.config,
@@ -288,7 +356,7 @@ def _probe(args: argparse.Namespace) -> None:
             device=args.device,
             tracking_uri=args.tracking_uri,
             out_dir=args.out,
-            checkpoints=parse_checkpoints(args.checkpoint),
+            checkpoints=checkpoints,
             figure=not args.no_figure,
         )
     )
@@ -309,7 +377,12 @@ def _flow_speed(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from benchmarks.checkpoint import write_text_atomic
-    from benchmarks.flow_speed import FlowSpeedSettings, measure_flow_speed, render_flow_speed
+    from benchmarks.flow_speed import (
+        FlowSpeedSettings,
+        measure_flow_speed,
+        model_names,
+        render_flow_speed,
+    )
     from benchmarks.runner import resolve_device
     from benchmarks.tracking import device_name
 
@@ -321,6 +394,7 @@ def _flow_speed(args: argparse.Namespace) -> None:
         )
     if min(args.levels, args.steps, args.width, args.batch_size, args.repeats) <= 0:
         raise BenchmarkError("--levels, --steps, --width, --batch-size, --repeats: positive")
+    preflight.check_device(args.device)
     device = resolve_device(args.device)
     settings = FlowSpeedSettings(
         levels=args.levels,
@@ -329,8 +403,19 @@ def _flow_speed(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         repeats=args.repeats,
     )
-    rows = measure_flow_speed(settings, peer=peer, device=device)
     markdown, csv = args.out / "flow_speed.md", args.out / "flow_speed.csv"
+    preflight.check_writable_folder(args.out, "--out")
+    preflight.check_replacement(
+        csv,
+        {
+            key: getattr(settings, key)
+            for key in ("levels", "steps", "width", "batch_size", "repeats")
+        },
+        set(model_names(peer)),
+        lambda row: str(row.get("model")),
+        args.replace,
+    )
+    rows = measure_flow_speed(settings, peer=peer, device=device)
     write_text_atomic(markdown, render_flow_speed(rows, device_name(device)))
     write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
     for row in rows:
@@ -343,6 +428,8 @@ def _posterior_figure(args: argparse.Namespace) -> None:
 
     if args.steps <= 0:
         raise BenchmarkError("--steps must be positive")
+    preflight.check_seeds([args.seed])
+    preflight.check_writable_folder(args.out, "--out")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "vae_posteriors.png"
     elbos = write_posterior_figure(path, seed=args.seed, steps=args.steps)
@@ -363,6 +450,7 @@ def _regress(args: argparse.Namespace) -> None:
     )
     from benchmarks.tracking import environment_tags
 
+    preflight.check_configs_dir(args.configs_dir)
     started = time.perf_counter()
     measured = measure_all(
         args.configs_dir, args.models, progress=lambda message: print(message, flush=True)
@@ -397,9 +485,13 @@ def _regress(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    names = list_models(args.pattern)
+    configs = preflight.check_configs_dir(args.configs_dir)
+    names = list_models(preflight.model_pattern(args.pattern))
     if not names:
-        raise UnknownModelError(f"no registered model matches {args.pattern!r}")
+        raise UnknownModelError(
+            f"no registered model matches {args.pattern!r}; `python -m benchmarks list` shows "
+            "them all"
+        )
     width = max(len(name) for name in names)
     print(f"{'model':<{width}}  {'task':<15} {'table':<9} {'row':<17} published params")
     for name in names:
@@ -407,14 +499,18 @@ def _list(args: argparse.Namespace) -> None:
         params = f"{info.published_params / 1e6:.2f}M" if info.published_params else "—"
         print(f"{name:<{width}}  {info.task:<15} {info.table:<9} {info.row:<17} {params}")
     print("\nconfigs:")
-    for path in sorted(args.configs_dir.glob("*.yaml")):
+    for path in configs:
         config = load_config(path)
         print(f"  {path}: {config.title} — models {', '.join(config.models)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user error, with a one-line message)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     handler = {
         "run": _run,
         "tables": _tables,

@@ -30,6 +30,7 @@ import yaml
 from benchmarks.errors import ConfigError
 
 __all__ = [
+    "MAX_SEED",
     "PRECISIONS",
     "PROFILES",
     "Config",
@@ -46,6 +47,7 @@ OPTIMIZERS = ("sgd", "adam", "adamax")
 TASKS = ("classification", "density", "latent-variable")
 LAYOUTS = ("", "ablation")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_SEED = 2**63 - 1  # the largest seed the suite mixes into its generators
 
 
 @dataclass(frozen=True)
@@ -254,11 +256,14 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         available = sorted(p.name for p in Path("configs").glob("*.yaml"))
-        raise ConfigError(f"config file {str(path)!r} not found. Configs in configs/: {available}")
+        what = "is a folder, not a YAML file" if path.is_dir() else "not found"
+        raise ConfigError(f"config file {str(path)!r} {what}. Configs in configs/: {available}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read as a YAML text file ({error})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     where = str(path)
@@ -294,6 +299,18 @@ def load_config(path: str | Path) -> Config:
     return config
 
 
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message (with a caret diagram) as one line with its position."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(str(error).split())
+    context = getattr(error, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (
+        f" ({context})" if context else ""
+    )
+
+
 def _build_profile(body: object, where: str) -> ProfileOverrides:
     if not isinstance(body, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(body).__name__}")
@@ -326,6 +343,8 @@ def _check_seeds(value: object, where: str) -> list[int] | None:
     seeds = _check_value(value, list[int] | None, where)
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"{where}: expected a non-empty list of distinct seeds, got {seeds}")
+    if seeds is not None and any(not 0 <= seed <= MAX_SEED for seed in seeds):
+        raise ConfigError(f"{where}: seeds must be integers from 0 to 2**63 - 1, got {seeds}")
     return seeds
 
 
@@ -494,6 +513,25 @@ def _check_training(training: TrainSettings, where: str) -> None:
         )
 
 
+def _check_builder_types(builder: typing.Callable, args: dict[str, Any], where: str) -> None:
+    """Each builder argument against the builder's type hint (``where`` ends in ``.<model>``).
+
+    Hints this module cannot check (none, or a type outside its schema) are skipped; building
+    the model on the ``meta`` device (:mod:`benchmarks.preflight`) catches the rest.
+    """
+    try:
+        hints = typing.get_type_hints(builder)
+    except (NameError, TypeError):  # an annotation that does not resolve: nothing to check
+        return
+    for arg, value in args.items():
+        if arg not in hints:
+            continue
+        try:
+            _check_value(value, hints[arg], f"{where}.{arg}'")
+        except TypeError:  # a hint outside the config schema's types
+            continue
+
+
 def _check_names(config: Config, where: str) -> None:
     import inspect
 
@@ -544,10 +582,12 @@ def _check_names(config: Config, where: str) -> None:
                     f"{where}: key '{key}.{name}': not a model of this config "
                     f"({', '.join(config.models)})"
                 )
-            accepted = inspect.signature(get_info(name).builder).parameters
+            builder = get_info(name).builder
+            accepted = inspect.signature(builder).parameters
             for arg in args:
                 if arg not in accepted:
                     _unknown_key(f"{key}.{name}.{arg}", list(accepted), where)
+            _check_builder_types(builder, args, f"{where}: key '{key}.{name}")
     known = {"density": DENSITY_DATASETS, "latent-variable": BINARY_DATASETS}.get(
         config.task, DATASETS
     )

@@ -31,8 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+import shutil
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -51,6 +54,9 @@ __all__ = [
     "DatasetSpec",
     "ImageData",
     "TrainingData",
+    "check_dataset_source",
+    "download_guard",
+    "fetch_cifar",
     "load_dataset",
     "mix_seeds",
 ]
@@ -300,21 +306,56 @@ def load_digits64_data(data_dir: str | Path | None = None, download: bool = Fals
     )
 
 
-def _load_cifar(name: str, data_dir: str | Path | None, download: bool) -> ImageData:
+def _cifar_class(name: str) -> type:
     import torchvision
 
-    dataset_class, folder, num_classes = {
-        "cifar10": (torchvision.datasets.CIFAR10, "cifar-10-batches-py", 10),
-        "cifar100": (torchvision.datasets.CIFAR100, "cifar-100-python", 100),
-    }[name]
+    return {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[
+        name
+    ]
+
+
+def _check_cifar_source(name: str, data_dir: str | Path | None, download: bool) -> bool:
+    """Raise if CIFAR cannot be read from ``data_dir``; True if ``--download`` will fetch it."""
+    folder = _cifar_class(name).base_folder
     if data_dir is None:
         raise DatasetNotFoundError(
             f"{name} needs a data directory: pass --data-dir DIR (a folder holding {folder}/), "
             "and add --download to fetch it there if it is not present"
         )
+    if (Path(data_dir) / folder).is_dir():
+        return False
+    if not download:
+        raise DatasetNotFoundError(
+            f"{name} not found under --data-dir {data_dir} (expected {Path(data_dir) / folder}/): "
+            f"point --data-dir at the folder that holds {folder}/, or add --download to fetch it"
+        )
+    return True
+
+
+def _cifar_layout(name: str) -> str:
+    dataset_class = _cifar_class(name)
+    return f"DIR/{dataset_class.base_folder}/ (extracted from {dataset_class.url})"
+
+
+def fetch_cifar(name: str, data_dir: str | Path) -> None:
+    """Download and extract CIFAR into ``data_dir`` unless it is there (torchvision checks
+    the files' MD5); a failure leaves nothing behind (see :func:`download_guard`)."""
+    dataset_class = _cifar_class(name)
+    entries = [dataset_class.base_folder, dataset_class.filename]
+    with download_guard(name, Path(data_dir), entries, _cifar_layout(name)):
+        dataset_class(str(data_dir), train=False, download=True)
+
+
+def _load_cifar(name: str, data_dir: str | Path | None, download: bool) -> ImageData:
+    dataset_class = _cifar_class(name)
+    num_classes = {"cifar10": 10, "cifar100": 100}[name]
+    _check_cifar_source(name, data_dir, download)
+    folder = dataset_class.base_folder
+    if download:
+        fetch_cifar(name, data_dir)
     try:
-        train = dataset_class(str(data_dir), train=True, download=download)
-        test = dataset_class(str(data_dir), train=False, download=download)
+        train = dataset_class(str(data_dir), train=True)
+        test = dataset_class(str(data_dir), train=False)
     except RuntimeError as error:
         raise DatasetNotFoundError(
             f"{name} not found under --data-dir {data_dir} (expected {Path(data_dir) / folder}/): "
@@ -332,6 +373,68 @@ def _load_cifar(name: str, data_dir: str | Path | None, download: bool) -> Image
         augmentation=Augmentation(crop_padding=2, hflip=True),
         description=f"{name} 32x32x3, 50000 train / 10000 test",
     )
+
+
+# What a failed download raises: URLError and socket errors are OSErrors, torchvision raises
+# RuntimeError for a checksum mismatch or when every MNIST mirror failed; a truncated archive.
+_DOWNLOAD_ERRORS = (OSError, RuntimeError, EOFError, tarfile.TarError)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (``path`` itself or a parent)."""
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+@contextlib.contextmanager
+def download_guard(name: str, root: Path, entries: Sequence[str], layout: str) -> Iterator[None]:
+    """Turn a failed ``--download`` into one :class:`DatasetNotFoundError` and leave nothing
+    half-made: ``root`` (if the download created it) and those of ``entries`` (names under
+    ``root``: the dataset's folder and archive) that did not exist before are removed.
+
+    Args:
+        name: the dataset, for the message.
+        root: the ``--data-dir`` the download writes into.
+        entries: what the download creates directly under ``root``.
+        layout: where to place the files by hand, e.g. ``DIR/cifar-10-batches-py/ (...)``.
+    """
+    missing = _first_missing(root)
+    created = [missing] if missing else [root / e for e in entries if not (root / e).exists()]
+    try:
+        yield
+    except BaseException as error:
+        for path in created:  # made by this download alone: it did not exist before
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+        if not isinstance(error, _DOWNLOAD_ERRORS):  # e.g. KeyboardInterrupt: cleaned, re-raised
+            raise
+        reason = " ".join(str(error).split())
+        raise DatasetNotFoundError(
+            f"downloading {name} into --data-dir {root} failed ({reason[:300]}): check the "
+            f"network connection (or proxy), or fetch the files elsewhere and place them as "
+            f"{layout}, then run without --download"
+        ) from None
+
+
+def check_dataset_source(name: str, data_dir: str | Path | None, download: bool) -> bool:
+    """Raise :class:`DatasetNotFoundError` if the classification dataset ``name`` cannot be read
+    (no ``--data-dir``, files missing without ``--download``), without loading it.
+
+    Returns:
+        True if ``--download`` will write into ``data_dir`` (the files are not there yet).
+    """
+    if name in ("cifar10", "cifar100"):
+        return _check_cifar_source(name, data_dir, download)
+    if name == "imagenet":
+        from benchmarks.imagefolder import check_imagenet_source
+
+        check_imagenet_source(data_dir, download)
+    return False
 
 
 @dataclass(frozen=True)

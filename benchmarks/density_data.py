@@ -31,7 +31,13 @@ from benchmarks.data import BatchSampler
 from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
-__all__ = ["DENSITY_DATASETS", "DiscreteImages", "load_density_dataset"]
+__all__ = [
+    "DENSITY_DATASETS",
+    "DENSITY_SHAPES",
+    "DiscreteImages",
+    "check_density_source",
+    "load_density_dataset",
+]
 
 
 @dataclass
@@ -140,13 +146,26 @@ DENSITY_DATASETS: dict[str, Callable[[str | Path | None, bool], DiscreteImages]]
 }
 
 
-def load_density_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = False
-) -> DiscreteImages:
-    """Load a dataset for density estimation; unknown or missing ones raise a clear error."""
+# (channels, image side) of each dataset, known before it is loaded (to check the models).
+DENSITY_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32)}
+
+
+def check_density_source(name: str, data_dir: str | Path | None, download: bool) -> bool:
+    """Raise :class:`DatasetNotFoundError` if dataset ``name`` cannot be read, without loading
+    it; True if ``--download`` will write into ``data_dir``."""
+    from benchmarks.data import check_dataset_source
+
     if name not in DENSITY_DATASETS:
         raise DatasetNotFoundError(
             f"no density loader for dataset {name!r}; density datasets: "
             f"{', '.join(DENSITY_DATASETS)}"
         )
+    return check_dataset_source(name, data_dir, download) if name == "cifar10" else False
+
+
+def load_density_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = False
+) -> DiscreteImages:
+    """Load a dataset for density estimation; unknown or missing ones raise a clear error."""
+    check_density_source(name, data_dir, download)
     return DENSITY_DATASETS[name](data_dir, download)

@@ -28,7 +28,13 @@ from torch import nn
 
 from flows.registry import create
 
-__all__ = ["FlowSpeedSettings", "measure_flow_speed", "normflows_glow", "render_flow_speed"]
+__all__ = [
+    "FlowSpeedSettings",
+    "measure_flow_speed",
+    "model_names",
+    "normflows_glow",
+    "render_flow_speed",
+]
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ def _cases(
             ("glow (normflows)", lambda: normflows_glow(settings), lambda m, y: m.forward_kld(y))
         )
     return cases
+
+
+def model_names(peer: bool = True) -> list[str]:
+    """The ``model`` column of the rows :func:`measure_flow_speed` returns, in order."""
+    return [name for name, _build, _loss in _cases(FlowSpeedSettings(), peer)]
 
 
 def measure_flow_speed(

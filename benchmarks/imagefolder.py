@@ -42,6 +42,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderData",
+    "check_imagenet_source",
     "eval_transform",
     "load_imagenet",
     "train_transform",
@@ -230,6 +231,32 @@ def _evenly_spaced(total: int, count: int | None) -> Sequence[int] | None:
     return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
+_LAYOUT = (
+    "DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (move the validation images into "
+    "class folders first, e.g. with valprep.sh)"
+)
+
+
+def check_imagenet_source(
+    data_dir: str | Path | None, download: bool = False, name: str = "imagenet"
+) -> None:
+    """Raise :class:`DatasetNotFoundError` unless ``data_dir`` has ``train/`` and ``val/``
+    folders (checked before any training; the images themselves are listed when loading)."""
+    if download:
+        raise DatasetNotFoundError(
+            f"{name} cannot be downloaded automatically (its licence requires registration at "
+            f"image-net.org); drop --download and pass --data-dir DIR laid out as {_LAYOUT}"
+        )
+    if data_dir is None:
+        raise DatasetNotFoundError(f"{name} needs a data directory: pass --data-dir {_LAYOUT}")
+    for split in ("train", "val"):
+        if not (Path(data_dir) / split).is_dir():
+            raise DatasetNotFoundError(
+                f"{name} not found: {Path(data_dir) / split} is not a folder; point --data-dir "
+                f"at {_LAYOUT}"
+            )
+
+
 def load_imagenet(
     data_dir: str | Path | None,
     download: bool = False,
@@ -239,23 +266,8 @@ def load_imagenet(
     """ILSVRC-2012 (or any folder of the same layout) under ``data_dir/{train,val}``."""
     from torchvision.datasets import ImageFolder
 
-    layout = (
-        "DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (move the validation images into "
-        "class folders first, e.g. with valprep.sh)"
-    )
-    if download:
-        raise DatasetNotFoundError(
-            f"{name} cannot be downloaded automatically (its licence requires registration at "
-            f"image-net.org); drop --download and pass --data-dir DIR laid out as {layout}"
-        )
-    if data_dir is None:
-        raise DatasetNotFoundError(f"{name} needs a data directory: pass --data-dir {layout}")
+    check_imagenet_source(data_dir, download, name)
     root = Path(data_dir)
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DatasetNotFoundError(
-                f"{name} not found: {root / split} is not a folder; point --data-dir at {layout}"
-            )
     folders = {}
     for split in ("train", "val"):
         path = root / split
@@ -263,7 +275,7 @@ def load_imagenet(
             folders[split] = ImageFolder(str(path))
         except (FileNotFoundError, RuntimeError) as error:
             raise DatasetNotFoundError(
-                f"{name}: no images in class folders under {path} ({error}); expected {layout}"
+                f"{name}: no images in class folders under {path} ({error}); expected {_LAYOUT}"
             ) from None
     train, test = folders["train"], folders["val"]
     if train.classes != test.classes:

@@ -251,7 +251,10 @@ def write_memory_report(
     out.mkdir(parents=True, exist_ok=True)
     markdown, csv, png = out / "memory.md", out / "memory.csv", out / "memory.png"
     write_text_atomic(markdown, render_markdown(rows, settings))
-    write_text_atomic(csv, memory_frame(rows).to_csv(index=False))
+    frame = memory_frame(rows)
+    if "repeats" in settings:  # kept so that a later run can tell whether it measures alike
+        frame["repeats"] = settings["repeats"]
+    write_text_atomic(csv, frame.to_csv(index=False))
     figure = plot_memory(rows)
     temporary = png.with_name(f".{png.stem}.tmp.png")
     figure.savefig(temporary, dpi=120, bbox_inches="tight")

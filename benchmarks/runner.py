@@ -34,6 +34,7 @@ from benchmarks.data import TrainingData, load_dataset
 from benchmarks.distributed import Shard, init_distributed
 from benchmarks.errors import ConfigError, DeviceError
 from benchmarks.plots import learning_curve
+from benchmarks.preflight import check_run, fetch_datasets
 from benchmarks.profiling import profile_training_step
 from benchmarks.tracking import (
     TrackedRun,
@@ -118,10 +119,12 @@ def run_config(request: RunRequest) -> list[RunRecord]:
     resolved = config.resolve(request.profile)
     if request.overrides:
         resolved = resolved.with_training_overrides(request.overrides)
+    check_run(request, resolved)  # every input, before any folder, MLflow run or training
     shard, device = init_distributed(resolve_device(request.device))
     if shard.is_main:
         uri = request.tracking_uri
         check_tracking_uri(resolve_tracking_uri(uri), source=tracking_uri_source(uri))
+    fetch_datasets(request, resolved)  # --download: every dataset now, before any training
     request = dataclasses.replace(request, device=str(device), shard=shard)
     records = []
     for seed in request.seeds if request.seeds is not None else resolved.seeds:

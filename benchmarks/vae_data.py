@@ -27,11 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.data import BatchSampler, mix_seeds
+from benchmarks.data import BatchSampler, download_guard, mix_seeds
 from benchmarks.distributed import Shard
 from benchmarks.errors import DatasetNotFoundError
 
-__all__ = ["BINARY_DATASETS", "BinaryImages", "load_binary_dataset"]
+__all__ = [
+    "BINARY_DATASETS",
+    "BINARY_SHAPES",
+    "BinaryImages",
+    "check_binary_source",
+    "fetch_mnist",
+    "load_binary_dataset",
+]
 
 _TEST_BINARISATION_SEED = 12345
 _BINARISE_STREAM = 7
@@ -119,22 +126,56 @@ def _digits(data_dir: str | Path | None, download: bool) -> BinaryImages:
     )
 
 
-def _mnist(data_dir: str | Path | None, download: bool) -> BinaryImages:
-    import torchvision
-
+def _check_mnist_source(data_dir: str | Path | None, download: bool) -> bool:
+    """Raise if MNIST cannot be read from ``data_dir``; True if ``--download`` will fetch it."""
     if data_dir is None:
         raise DatasetNotFoundError(
             "dataset 'mnist' needs --data-dir DIR (torchvision's MNIST/ folder under DIR); add "
             "--download to fetch it there"
         )
     root = Path(data_dir)
-    if not (root / "MNIST" / "raw").is_dir() and not download:
+    if (root / "MNIST" / "raw").is_dir():
+        return False
+    if not download:
         raise DatasetNotFoundError(
             f"MNIST not found under --data-dir {root} (expected {root / 'MNIST' / 'raw'}); "
             "point --data-dir at the folder holding MNIST/ or add --download"
         )
-    train = torchvision.datasets.MNIST(str(root), train=True, download=download)
-    test = torchvision.datasets.MNIST(str(root), train=False, download=download)
+    return True
+
+
+def fetch_mnist(data_dir: str | Path) -> None:
+    """Download MNIST into ``data_dir/MNIST/raw`` unless it is there (torchvision checks the
+    files' MD5); a failure leaves nothing behind (see :func:`~benchmarks.data.download_guard`)."""
+    from torchvision.datasets import MNIST
+
+    with download_guard("mnist", Path(data_dir), [MNIST.__name__], _mnist_layout()):
+        MNIST(str(data_dir), train=False, download=True)
+
+
+def _mnist_layout() -> str:
+    """Where torchvision reads MNIST from: the four files, extracted, under ``MNIST/raw``."""
+    from torchvision.datasets import MNIST
+
+    archives = [filename for filename, _ in MNIST.resources]
+    files = ", ".join(name.removesuffix(".gz") for name in archives)
+    return f"DIR/MNIST/raw/{{{files}}} (the .gz files of {MNIST.mirrors[0]}, extracted)"
+
+
+def _mnist(data_dir: str | Path | None, download: bool) -> BinaryImages:
+    from torchvision.datasets import MNIST
+
+    _check_mnist_source(data_dir, download)
+    if download:
+        fetch_mnist(data_dir)
+    try:
+        train = MNIST(str(data_dir), train=True)
+        test = MNIST(str(data_dir), train=False)
+    except RuntimeError:  # MNIST/raw is there, but not (all) the files
+        raise DatasetNotFoundError(
+            f"MNIST under --data-dir {data_dir} is incomplete: expected {_mnist_layout()}; add "
+            "--download to fetch the missing files"
+        ) from None
     return _from_intensities(
         "mnist",
         (train.data.numpy() / 255.0).astype(np.float32)[:, None],
@@ -150,12 +191,23 @@ BINARY_DATASETS: dict[str, Callable[[str | Path | None, bool], BinaryImages]] = 
 }
 
 
-def load_binary_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = False
-) -> BinaryImages:
-    """Load a dataset for the VAEs; unknown or missing ones raise a clear error."""
+# (channels, image side) of each dataset, known before it is loaded (to check the models).
+BINARY_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "mnist": (1, 28)}
+
+
+def check_binary_source(name: str, data_dir: str | Path | None, download: bool) -> bool:
+    """Raise :class:`DatasetNotFoundError` if dataset ``name`` cannot be read, without loading
+    it; True if ``--download`` will write into ``data_dir``."""
     if name not in BINARY_DATASETS:
         raise DatasetNotFoundError(
             f"no binary-image loader for dataset {name!r}; datasets: {', '.join(BINARY_DATASETS)}"
         )
+    return _check_mnist_source(data_dir, download) if name == "mnist" else False
+
+
+def load_binary_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = False
+) -> BinaryImages:
+    """Load a dataset for the VAEs; unknown or missing ones raise a clear error."""
+    check_binary_source(name, data_dir, download)
     return BINARY_DATASETS[name](data_dir, download)
