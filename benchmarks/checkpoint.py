@@ -2,13 +2,18 @@
 
 Each writer writes a temporary file in the destination's folder, flushes it to disk and
 renames it over the destination (``os.replace`` is atomic on POSIX and Windows), so a crash
-mid-write never leaves a truncated checkpoint or table.
+mid-write never leaves a truncated checkpoint or table. Files are created with mode
+``0o666 & ~umask`` (``0644`` under the usual umask ``022``), as a plain ``open`` would.
 
 A checkpoint is stored as a magic header, the SHA-256 digest and length of the payload, then
-the payload (the bytes of ``torch.save(state)``). Saving renames the checkpoint it replaces to
-:func:`previous_checkpoint_path` (``last.pt`` -> ``last.previous.pt``); loading verifies the
-digest and, if the checkpoint is missing, truncated or corrupt, warns and returns the previous
-one. Files written by plain ``torch.save`` (older versions of the suite) still load, unverified.
+the payload (the bytes of ``torch.save(state)``). Saving keeps the checkpoint it replaces as
+:func:`previous_checkpoint_path` (``last.pt`` -> ``last.previous.pt``), but only once that file
+verifies (length and digest; a legacy file must unpickle): a truncated or corrupt ``last.pt`` is
+renamed to ``last.corrupt-<time>.pt`` for inspection (with a :class:`CheckpointWarning`) and the
+existing previous checkpoint stays, so only verified checkpoints are ever kept. Loading verifies
+the digest and, if the checkpoint is missing, truncated or corrupt, warns and returns the
+previous one. Files written by plain ``torch.save`` (older versions of the suite) still load,
+unverified.
 
 Example:
     >>> import tempfile, pathlib
@@ -28,8 +33,9 @@ import contextlib
 import hashlib
 import io
 import os
+import secrets
 import struct
-import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +47,7 @@ from benchmarks.errors import CheckpointError
 
 __all__ = [
     "CheckpointWarning",
+    "checkpoint_problem",
     "has_checkpoint",
     "load_checkpoint",
     "previous_checkpoint_path",
@@ -57,7 +64,7 @@ _HEADER = struct.Struct(f"<{len(_MAGIC)}s32sQ")
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint could not be used and the previous one was loaded instead."""
+    """A checkpoint could not be used: the previous one was loaded (or kept) instead."""
 
 
 class _UnusableCheckpoint(Exception):
@@ -76,28 +83,44 @@ def _fsync_directory(folder: Path) -> None:
         os.close(handle)
 
 
+def _create_temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """A new, empty, hidden file beside ``folder / name``, opened for writing.
+
+    Created with mode ``0o666`` so that the umask applies as for any new file (``0644`` under
+    umask ``022``), unlike :func:`tempfile.mkstemp`, which always creates ``0600``.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
 def _write_atomic(
-    path: Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
+    path: Path, write: Callable[[IO[bytes]], None], keep_replaced: Path | None = None
 ) -> None:
-    """Write ``path`` through a synced temporary file; first move the old file to ``keep_previous``.
+    """Write ``path`` through a synced temporary file; first move the old file to
+    ``keep_replaced`` (if given).
 
     The old file is renamed only once the new content is completely on disk, so an interrupted
     write leaves the old file untouched and a crash between the two renames leaves the old file
-    at ``keep_previous``.
+    at ``keep_replaced``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _create_temporary(path.parent, path.name)
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        if keep_previous is not None:
+        if keep_replaced is not None:
             with contextlib.suppress(FileNotFoundError):  # the first save has nothing to keep
-                os.replace(path, keep_previous)
+                os.replace(path, keep_replaced)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
 
@@ -159,15 +182,58 @@ def _write_verified(stream: IO[bytes], state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Save ``state`` to ``path`` atomically with a SHA-256 digest; keep the replaced checkpoint.
+    """Save ``state`` to ``path`` atomically with a SHA-256 digest; keep the replaced checkpoint
+    if it verifies.
 
     The replaced checkpoint moves to :func:`previous_checkpoint_path` only after the new file
-    is completely written and synced.
+    is completely written and synced, and only if it verifies (see :func:`checkpoint_problem`).
+    An unusable one moves to a ``<stem>.corrupt-<time><suffix>`` file instead (with a
+    :class:`CheckpointWarning`), leaving the previous checkpoint as it is.
     """
     path = Path(path)
-    _write_atomic(
-        path, lambda stream: _write_verified(stream, state), previous_checkpoint_path(path)
+    _write_atomic(path, lambda stream: _write_verified(stream, state), _place_for_replaced(path))
+
+
+def _place_for_replaced(path: Path) -> Path | None:
+    """Where the checkpoint at ``path`` goes when a new one replaces it (``None``: nowhere)."""
+    if not path.exists():
+        return None
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return previous_checkpoint_path(path)
+    quarantine = _quarantine_path(path)
+    warnings.warn(
+        f"checkpoint {path} is unusable ({problem}); it is moved to {quarantine} and the "
+        f"previous checkpoint {previous_checkpoint_path(path)} is kept",
+        CheckpointWarning,
+        stacklevel=3,
     )
+    return quarantine
+
+
+def _quarantine_path(path: Path) -> Path:
+    """A free ``<stem>.corrupt-<local time><suffix>`` name beside ``path``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    candidate = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}")
+    counter = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.corrupt-{stamp}-{counter}{path.suffix}")
+        counter += 1
+    return candidate
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint file at ``path`` cannot be loaded (e.g. ``"missing"``,
+    ``"truncated: ..."``, ``"SHA-256 mismatch: ..."``), or ``None`` if it verifies.
+
+    A file of the verified format is checked by its length and digest, read in chunks, without
+    unpickling it; a legacy file (plain ``torch.save``) has no digest and must unpickle.
+    """
+    try:
+        _read_checkpoint(Path(path), unpickle=False)
+    except _UnusableCheckpoint as problem:
+        return str(problem)
+    return None
 
 
 def _first_line(error: BaseException, limit: int = 160) -> str:
@@ -184,8 +250,11 @@ def _torch_load(source: Path | IO[bytes]) -> dict[str, Any]:
         raise _UnusableCheckpoint(f"torch.load failed: {_first_line(error)}") from error
 
 
-def _read_payload(stream: IO[bytes], head: bytes, file_size: int) -> bytes:
-    """The payload after a verified header ``head``, checked against its length and digest."""
+_CHUNK = 1 << 20
+
+
+def _check_header(head: bytes, file_size: int) -> bytes:
+    """The payload digest recorded in a header ``head`` whose length matches the file size."""
     version = head[len(_MAGIC_PREFIX)]
     if version != _FORMAT_VERSION:
         raise _UnusableCheckpoint(
@@ -198,14 +267,28 @@ def _read_payload(stream: IO[bytes], head: bytes, file_size: int) -> bytes:
         raise _UnusableCheckpoint(f"truncated: {file_size:,} of {expected:,} bytes")
     if file_size > expected:
         raise _UnusableCheckpoint(f"{file_size:,} bytes where the header records {expected:,}")
-    payload = stream.read(length)
-    if hashlib.sha256(payload).digest() != digest:
+    return digest
+
+
+def _read_payload(stream: IO[bytes], head: bytes, file_size: int, keep: bool) -> bytes:
+    """The payload after a header ``head``, checked against its length and digest (hashed in
+    chunks; with ``keep=False`` it is only checked and ``b""`` is returned)."""
+    digest = _check_header(head, file_size)
+    sha256, kept = hashlib.sha256(), []
+    for chunk in iter(lambda: stream.read(_CHUNK), b""):
+        sha256.update(chunk)
+        if keep:
+            kept.append(chunk)
+    if sha256.digest() != digest:
         raise _UnusableCheckpoint("SHA-256 mismatch: the content is corrupt")
-    return payload
+    return b"".join(kept)
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load the checkpoint at ``path``, or raise :class:`_UnusableCheckpoint` with the reason."""
+def _read_checkpoint(path: Path, unpickle: bool = True) -> dict[str, Any]:
+    """Load the checkpoint at ``path``, or raise :class:`_UnusableCheckpoint` with the reason.
+
+    With ``unpickle=False`` a verified file is only checked (and ``{}`` returned).
+    """
     try:
         with path.open("rb") as stream:
             file_size = os.fstat(stream.fileno()).st_size
@@ -220,12 +303,12 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
                 raise _UnusableCheckpoint(
                     f"truncated: {file_size:,} of at least {_HEADER.size:,} bytes"
                 )
-            payload = _read_payload(stream, head, file_size)
+            payload = _read_payload(stream, head, file_size, keep=unpickle)
     except FileNotFoundError:
         raise _UnusableCheckpoint("missing") from None
     except OSError as error:
         raise _UnusableCheckpoint(f"unreadable: {_first_line(error)}") from error
-    return _torch_load(io.BytesIO(payload))
+    return _torch_load(io.BytesIO(payload)) if unpickle else {}
 
 
 def _fallback_warning(path: Path, reason: str, previous: Path, state: dict[str, Any]) -> str:
@@ -242,8 +325,8 @@ def _no_checkpoint_message(path: Path, reason: str, previous: Path, previous_rea
         return f"no checkpoint at {path} nor at {previous}; run without --resume to start over"
     return (
         f"cannot load checkpoint {path} ({reason}) nor the previous checkpoint {previous} "
-        f"({previous_reason}). Delete the run folder {path.parent} or run without --resume "
-        "to start over."
+        f"({previous_reason}). To start over, move or delete the run folder {path.parent} "
+        "and run without --resume."
     )
 
 

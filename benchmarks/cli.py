@@ -505,7 +505,8 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a user error, with a one-line message)."""
+    """Entry point; returns the exit status (2 for a user error, with a one-line message; 130
+    after SIGINT and 143 after SIGTERM, with a line naming ``--resume``)."""
     try:
         args = _parser().parse_args(argv)
     except UsageError as error:
@@ -529,7 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchmarkError, UnknownModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM as benchmarks.lifecycle.Interrupted
+        by = f" by {stop}" if str(stop).startswith("SIG") else ""
+        print(
+            f"interrupted{by}: rerun the same command with --resume to continue from the last "
+            "checkpoint",
+            file=sys.stderr,
+        )
+        return getattr(stop, "exit_status", 130)
     return 0

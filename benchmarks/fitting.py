@@ -6,8 +6,14 @@ the learning-rate schedule (:func:`~benchmarks.training.learning_rate_at`), grad
 by global norm (its mean logged as ``grad_norm``), the optimizer step, an optional exponential
 moving average of the weights used for evaluation, logging every ``log_every`` steps,
 evaluation every ``eval_every``, atomic checkpoints every ``checkpoint_every`` and at the end,
-exact ``--resume`` (model, optimizer, EMA, RNG, history and wall time come from the
-checkpoint) and the NaN guard of :func:`~benchmarks.training.stop_if_diverged`.
+exact ``--resume`` (model, optimizer, EMA, RNG, history, wall time and the scalars of a
+partly logged interval come from the checkpoint) and the NaN guard of
+:func:`~benchmarks.training.stop_if_diverged`.
+
+SIGINT and SIGTERM stop the loop at the end of the current step (see
+:class:`~benchmarks.lifecycle.StopAtStepEnd`): it writes a checkpoint at that step, so a resume
+continues exactly from there, then raises :class:`~benchmarks.lifecycle.Interrupted`. Under
+``torchrun`` the processes agree to stop at the next logging step.
 
 How a step runs is set by ``precision`` (bf16 autocast around the forward pass; evaluation
 stays in float32), ``channels_last`` and ``compile`` (a ``torch.compile`` backend) of the
@@ -57,6 +63,7 @@ from benchmarks.distributed import (
     initialise_on_global_batch,
     needs_data_init,
 )
+from benchmarks.lifecycle import StopAtStepEnd
 from benchmarks.training import (
     TrainingOutcome,
     learning_rate_at,
@@ -125,6 +132,37 @@ class FitTask:
     loss: Callable[[nn.Module, Any, int, Shard], tuple[torch.Tensor, Reported]]
     evaluate: Callable[[nn.Module], dict[str, float]]
     finish: Callable[[nn.Module], dict[str, float]] = field(default=lambda model: {})
+
+
+@dataclass
+class _Interval:
+    """The scalars of the steps since the last logging step, averaged when it is logged.
+
+    A checkpoint written between logging steps (on SIGTERM) keeps them, so that the resumed
+    run logs the same means as an uninterrupted one.
+    """
+
+    objectives: list[torch.Tensor] = field(default_factory=list)
+    pending: list[Reported] = field(default_factory=list)
+    norms: list[torch.Tensor] = field(default_factory=list)
+
+    def state(self) -> dict[str, list[Any]]:
+        return {
+            "objectives": list(self.objectives),
+            "pending": list(self.pending),
+            "norms": list(self.norms),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, list[Any]] | None, device: torch.device) -> _Interval:
+        """The interval saved by :meth:`state` (empty for checkpoints that have none)."""
+        if not state:
+            return cls()
+        return cls(
+            objectives=[value.to(device) for value in state["objectives"]],
+            pending=[{k: v.to(device) for k, v in entry.items()} for entry in state["pending"]],
+            norms=[value.to(device) for value in state["norms"]],
+        )
 
 
 class _StepLoss(nn.Module):
@@ -211,12 +249,14 @@ def fit(
     optimizer = make_optimizer(model, settings)
     ema = ExponentialMovingAverage(settings.ema_decay) if settings.ema_decay else None
     start_step, history, elapsed_before, resumed_from = 0, [], 0.0, None
+    interval = _Interval()
     if resume and has_checkpoint(checkpoint_path):
         state = restore_training_state(checkpoint_path, settings, model, optimizer)
         if ema is not None:
             ema.load_state_dict(model, state["ema"])
         start_step, history = state["step"], state["history"]
         elapsed_before, resumed_from = state["wall_time_s"], state["step"]
+        interval = _Interval.restore(state.get("interval"), device)
     check_same_start(shard, start_step, checkpoint_path)
     if shard.rank > 0:  # dropout: an independent stream per process
         torch.manual_seed(mix_seeds(seed, start_step, _DROPOUT_STREAM + shard.rank))
@@ -257,69 +297,79 @@ def fit(
             seed=seed,
             extra=extra_state,
             ema=ema.state_dict() if ema is not None else None,
+            interval=interval.state(),
         )
         save_checkpoint(checkpoint_path, state)
 
     started = time.perf_counter()
     interval_start, rates = started, []
-    objectives: list[torch.Tensor] = []
-    pending: list[Reported] = []
-    norms: list[torch.Tensor] = []
+    objectives, pending, norms = interval.objectives, interval.pending, interval.norms
+    untimed = len(objectives)  # steps of a restored interval, run before this process started
     final: dict[str, float] = {}
     bar = progress_bar(settings, start_step, progress and shard.is_main)
-    for step in range(start_step, settings.steps):
-        lr = learning_rate_at(step, settings)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = next(batches)
-        if settings.channels_last:
-            batch = _channels_last(batch)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            objective, reported = step_loss(batch, step)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        if settings.grad_clip is not None:
-            norms.append(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).detach()
-            )
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
-        objectives.append(objective.detach().float())
-        pending.append({name: value.detach().float() for name, value in reported.items()})
-        done = step + 1
-        bar.update(1)
-        is_last = done == settings.steps
-        evaluate_now = done % settings.eval_every == 0 or is_last
-        checkpoint_now = done % settings.checkpoint_every == 0 or is_last
-        if done % settings.log_every == 0 or evaluate_now or checkpoint_now:
-            stop_if_diverged(torch.stack(objectives).cpu(), done - len(objectives), checkpoint_path)
-            now = time.perf_counter()
-            rates.append(len(objectives) * settings.batch_size / (now - interval_start))
-            metrics = {
-                name: torch.stack([entry[name] for entry in pending]).mean().item()
-                for name in pending[0]
-            }
-            metrics.update(learning_rate=lr, train_images_per_s=rates[-1])
-            if norms:
-                metrics["grad_norm"] = torch.stack(norms).mean().item()
-            loss = torch.stack(objectives).mean().item()
-            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rates[-1]:.0f}")
-            objectives.clear()
-            pending.clear()
-            norms.clear()
-            if evaluate_now:
-                metrics.update(task.evaluate(evaluated()))
-                history.append({"step": done, **metrics})
-                final = dict(metrics)
-            if shard.is_main:
-                log(metrics, done)
-            if checkpoint_now:
-                checkpoint(done)
-            interval_start = time.perf_counter()
-        if after_step is not None:
-            after_step(done)
-    bar.close()
+    with StopAtStepEnd() as stop, bar:
+        for step in range(start_step, settings.steps):
+            lr = learning_rate_at(step, settings)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(batches)
+            if settings.channels_last:
+                batch = _channels_last(batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                objective, reported = step_loss(batch, step)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if settings.grad_clip is not None:
+                norms.append(
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).detach()
+                )
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            objectives.append(objective.detach().float())
+            pending.append({name: value.detach().float() for name, value in reported.items()})
+            done = step + 1
+            bar.update(1)
+            is_last = done == settings.steps
+            evaluate_now = done % settings.eval_every == 0 or is_last
+            checkpoint_now = done % settings.checkpoint_every == 0 or is_last
+            log_now = done % settings.log_every == 0 or evaluate_now or checkpoint_now
+            if log_now:
+                stop_if_diverged(
+                    torch.stack(objectives).cpu(), done - len(objectives), checkpoint_path
+                )
+                now = time.perf_counter()
+                timed = len(objectives) - untimed
+                rates.append(timed * settings.batch_size / (now - interval_start))
+                untimed = 0
+                metrics = {
+                    name: torch.stack([entry[name] for entry in pending]).mean().item()
+                    for name in pending[0]
+                }
+                metrics.update(learning_rate=lr, train_images_per_s=rates[-1])
+                if norms:
+                    metrics["grad_norm"] = torch.stack(norms).mean().item()
+                loss = torch.stack(objectives).mean().item()
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rates[-1]:.0f}")
+                objectives.clear()
+                pending.clear()
+                norms.clear()
+                if evaluate_now:
+                    metrics.update(task.evaluate(evaluated()))
+                    history.append({"step": done, **metrics})
+                    final = dict(metrics)
+                if shard.is_main:
+                    log(metrics, done)
+                if checkpoint_now:
+                    checkpoint(done)
+                interval_start = time.perf_counter()
+            if after_step is not None:
+                after_step(done)
+            # under torchrun the processes decide together, at logging steps (already synced)
+            if (log_now or not shard.distributed) and stop.requested(shard.distributed, device):
+                if not checkpoint_now:
+                    checkpoint(done)
+                raise stop.interruption()
     if not final:  # resumed from a finished run
         final = dict(history[-1]) if history else dict(task.evaluate(evaluated()))
         final.pop("step", None)

@@ -1,7 +1,9 @@
 """One tracked training run of a generative model (a flow or a VAE), shared by their runners.
 
-:func:`train_tracked` builds the model with the profile's ``model_args``, opens (or, with
-``--resume``, reopens) its MLflow run, logs tags, params and the resolved config, trains it with
+:func:`train_tracked` checks the run folder (no checkpoint without ``--resume``; with it, the
+checkpoint's settings; see :func:`~benchmarks.runner.resumed_run_id`), builds the model with the
+profile's ``model_args``, opens (or, with ``--resume``, reopens) its MLflow run, tagged with the
+checkpoint's path, logs tags, params and the resolved config, trains it with
 the given function (:func:`~benchmarks.density_training.train_density` or
 :func:`~benchmarks.vae_training.train_vae`), logs the final metrics and the figures the caller
 draws from the evaluated model (saving the first beside the checkpoint), and returns the
@@ -11,7 +13,6 @@ draws from the evaluated model (saving the first beside the checkpoint), and ret
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,12 @@ from benchmarks.profiling import count_parameters
 from benchmarks.runner import (
     RunRecord,
     RunRequest,
+    checkpoint_path_for,
     open_run,
     provenance_tags,
     resolved_yaml,
     resumed_run_id,
+    run_label,
 )
 from benchmarks.tracking import environment_tags
 from benchmarks.training import TrainingOutcome
@@ -75,13 +78,13 @@ def train_tracked(
     evaluated model, the outcome and a title, and returns ``artifact name -> figure``."""
     config, settings = resolved.config, resolved.training_for(model_name)
     info = get_info(model_name)
-    label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
-    checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
-    run_id = resumed_run_id(checkpoint_path, request)
+    label = run_label(model_name, data.name, resolved.profile, request.seed)
+    checkpoint_path = checkpoint_path_for(request, config.name, label)
+    run_id = resumed_run_id(checkpoint_path, request, settings)
     torch.manual_seed(request.seed)
     model_args = resolved.model_kwargs(model_name)
     model = create(model_name, in_channels=data.channels, image_size=data.image_size, **model_args)
-    with open_run(request.shard, tracking_uri, config.name, label, run_id) as run:
+    with open_run(request.shard, tracking_uri, config.name, label, run_id, checkpoint_path) as run:
         run.set_tags(
             {
                 **run_tags(device, model_name, data.name, resolved, request, "train"),

@@ -3,7 +3,13 @@
 Every run is recorded with its model, dataset, profile, device, steps, seed, git revision and
 wall time, so that the table compiler can say exactly where each number came from. Checkpoints
 live in ``runs/<config>/<model>-<dataset>-<profile>-seed<seed>/last.pt``; ``resume=True``
-continues a killed run there (and its MLflow run) to the same final result.
+continues a killed run there (and its MLflow run) to the same final result, after checking that
+the checkpoint's settings match (a refused resume leaves the MLflow run as it was).
+
+Before the first run trains, :func:`run_config` locks the folder of every run it will train
+(one process per folder) and refuses, without ``resume``, a folder that holds a checkpoint of
+an earlier run. SIGTERM, like Ctrl-C, ends the run KILLED after a checkpoint at the current step
+(:mod:`benchmarks.lifecycle`).
 
 Example:
     >>> import tempfile
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +34,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.checkpoint import has_checkpoint, load_checkpoint
+from benchmarks.checkpoint import CheckpointWarning, has_checkpoint, load_checkpoint
 from benchmarks.classifier_training import train_classifier
-from benchmarks.config import ResolvedConfig, load_config
+from benchmarks.config import ResolvedConfig, TrainSettings, load_config
 from benchmarks.data import TrainingData, load_dataset
 from benchmarks.distributed import Shard, init_distributed
 from benchmarks.errors import ConfigError, DeviceError
+from benchmarks.lifecycle import check_fresh_start, claim_run_folders, interrupt_on_signals
 from benchmarks.plots import learning_curve
 from benchmarks.preflight import check_run, fetch_datasets
 from benchmarks.profiling import profile_training_step
@@ -43,17 +51,20 @@ from benchmarks.tracking import (
     resolve_tracking_uri,
     tracking_uri_source,
 )
+from benchmarks.training import check_same_settings
 from flows.registry import create, get_info
 
 __all__ = [
     "RunRecord",
     "RunRequest",
+    "checkpoint_path_for",
     "open_run",
     "provenance_tags",
     "resolve_device",
     "resolved_yaml",
     "resumed_run_id",
     "run_config",
+    "run_label",
 ]
 
 
@@ -113,7 +124,9 @@ def run_config(request: RunRequest) -> list[RunRecord]:
 
     Under ``torchrun`` every process runs this; they train together (see
     :mod:`benchmarks.distributed`) and rank 0 alone logs, checkpoints and returns records.
-    The tracking store is checked first, so an unreachable server costs no training time.
+    The tracking store and the run folders (locked by rank 0 for the whole command, see
+    :func:`~benchmarks.lifecycle.claim_run_folders`) are checked first, so a refusal costs no
+    training time. SIGINT and SIGTERM raise :class:`~benchmarks.lifecycle.Interrupted`.
     """
     config = load_config(request.config_path)
     resolved = config.resolve(request.profile)
@@ -126,10 +139,39 @@ def run_config(request: RunRequest) -> list[RunRecord]:
         check_tracking_uri(resolve_tracking_uri(uri), source=tracking_uri_source(uri))
     fetch_datasets(request, resolved)  # --download: every dataset now, before any training
     request = dataclasses.replace(request, device=str(device), shard=shard)
+    seeds = request.seeds if request.seeds is not None else resolved.seeds
+    planned = _planned_checkpoints(request, resolved, seeds)
     records = []
-    for seed in request.seeds if request.seeds is not None else resolved.seeds:
-        records += _run_seed(dataclasses.replace(request, seed=seed), resolved)
+    with interrupt_on_signals(), claim_run_folders(planned, request.resume, shard.is_main):
+        for seed in seeds:
+            records += _run_seed(dataclasses.replace(request, seed=seed), resolved)
     return records
+
+
+def run_label(model: str, dataset: str, profile: str, seed: int) -> str:
+    """The name of a training run: its MLflow run name and the folder of its checkpoint."""
+    return f"{model}-{dataset}-{profile}-seed{seed}"
+
+
+def checkpoint_path_for(request: RunRequest, config_name: str, label: str) -> Path:
+    """``<runs_dir>/<config>/<label>/last.pt``."""
+    return Path(request.runs_dir) / config_name / label / "last.pt"
+
+
+def _planned_checkpoints(
+    request: RunRequest, resolved: ResolvedConfig, seeds: list[int]
+) -> list[Path]:
+    """The checkpoint of every training run :func:`run_config` will start, in order."""
+    models = request.models or resolved.models
+    datasets = [request.dataset] if request.dataset else resolved.datasets
+    return [
+        checkpoint_path_for(
+            request, resolved.config.name, run_label(model, dataset, resolved.profile, seed)
+        )
+        for seed in seeds
+        for dataset in datasets
+        for model in models
+    ]
 
 
 def _run_seed(request: RunRequest, resolved: ResolvedConfig) -> list[RunRecord]:
@@ -177,9 +219,9 @@ def _train_one(
 ) -> RunRecord:
     config, settings = resolved.config, resolved.training
     info = get_info(model_name)
-    label = f"{model_name}-{data.name}-{resolved.profile}-seed{request.seed}"
-    checkpoint_path = Path(request.runs_dir) / config.name / label / "last.pt"
-    run_id = resumed_run_id(checkpoint_path, request)
+    label = run_label(model_name, data.name, resolved.profile, request.seed)
+    checkpoint_path = checkpoint_path_for(request, config.name, label)
+    run_id = resumed_run_id(checkpoint_path, request, settings)
     torch.manual_seed(request.seed)
     model = create(
         model_name,
@@ -188,7 +230,7 @@ def _train_one(
         **resolved.model_kwargs(model_name),
     )
     reproduction = resolved.profile == "paper" and data.name in config.datasets
-    with open_run(request.shard, tracking_uri, config.name, label, run_id) as run:
+    with open_run(request.shard, tracking_uri, config.name, label, run_id, checkpoint_path) as run:
         run.set_tags(
             {
                 **environment_tags(device),
@@ -285,19 +327,43 @@ class _UntrackedRun:
 
 
 def open_run(
-    shard: Shard, tracking_uri: str, experiment: str, run_name: str, run_id: str | None
+    shard: Shard,
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    run_id: str | None,
+    checkpoint_path: Path | None = None,
 ) -> TrackedRun | _UntrackedRun:
-    """The MLflow run of a training run on rank 0; a silent stand-in on the other ranks."""
+    """The MLflow run of a training run on rank 0 (tagged ``checkpoint`` with the absolute
+    path of its checkpoint); a silent stand-in on the other ranks."""
     if not shard.is_main:
         return _UntrackedRun()
-    return TrackedRun(tracking_uri, experiment, run_name=run_name, run_id=run_id)
+    tags = {"checkpoint": str(checkpoint_path.resolve())} if checkpoint_path else None
+    return TrackedRun(tracking_uri, experiment, run_name=run_name, run_id=run_id, tags=tags)
 
 
-def resumed_run_id(checkpoint_path: Path, request: RunRequest) -> str | None:
-    """The MLflow run a ``--resume`` continues (kept in the checkpoint), if any."""
+def resumed_run_id(
+    checkpoint_path: Path, request: RunRequest, settings: TrainSettings
+) -> str | None:
+    """The MLflow run a ``--resume`` continues (kept in the checkpoint), if any.
+
+    Checked here, before the MLflow run is reopened, so that a refusal leaves it untouched:
+    without ``--resume`` the run folder must hold no checkpoint, and with it the checkpoint
+    must load and have been written with ``settings`` (the training loop loads it again).
+
+    Raises:
+        RunFolderError: no ``--resume`` and a checkpoint exists.
+        CheckpointError: neither the checkpoint nor the previous one loads.
+        BenchmarkError: the checkpoint was written with other settings.
+    """
+    check_fresh_start(checkpoint_path, request.resume)
     if not (request.resume and request.shard.is_main and has_checkpoint(checkpoint_path)):
         return None
-    return load_checkpoint(checkpoint_path)["extra"].get("mlflow_run_id")
+    with warnings.catch_warnings():  # the training loop's load warns about a fallback
+        warnings.simplefilter("ignore", CheckpointWarning)
+        state = load_checkpoint(checkpoint_path)
+    check_same_settings(state["settings"], settings, checkpoint_path)
+    return state["extra"].get("mlflow_run_id")
 
 
 def resolved_yaml(resolved: ResolvedConfig, model: str, dataset: str) -> str:

@@ -9,6 +9,12 @@ environment variable (so a team can share a tracking server), or an SQLite store
 unwritable store fails at once with a :class:`~benchmarks.errors.TrackingError` instead of
 after minutes of MLflow's retries.
 
+Every run carries MLflow's source tags (``mlflow.source.git.commit``: the full commit hash,
+``mlflow.source.name``, ``mlflow.source.type``), so the UI's source and version columns are
+filled; :func:`environment_tags` adds ``git_revision`` (short hash, ``-dirty`` for uncommitted
+changes), which the tables read. A run reopened by ``--resume`` keeps its metrics: a point at a
+step the run already has for that metric is not logged again (see :class:`TrackedRun`).
+
 Example:
     >>> check_tracking_uri("sqlite:///mlflow.db")
     >>> mask_credentials("https://alice:secret@mlflow.example.org")
@@ -41,9 +47,11 @@ import torch
 from benchmarks.errors import TrackingError
 
 __all__ = [
+    "SOURCE_NAME",
     "TrackedRun",
     "check_tracking_uri",
     "environment_tags",
+    "git_commit",
     "git_revision",
     "mask_credentials",
     "resolve_tracking_uri",
@@ -51,6 +59,8 @@ __all__ = [
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SOURCE_NAME = "python -m benchmarks"
+_REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -270,22 +280,43 @@ def _folder_problem(folder: Path) -> _Problem | None:
     return None
 
 
+def _git(repository: Path | None, *arguments: str) -> str:
+    """The output of ``git <arguments>`` in ``repository`` (default: this suite's checkout)."""
+    done = subprocess.run(  # raises OSError (FileNotFoundError) when git is not installed
+        ["git", *arguments], cwd=repository or _REPOSITORY, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise OSError(done.stderr)
+    return done.stdout.strip()
+
+
 def git_revision(repository: Path | None = None) -> str:
     """Commit hash of the working tree, suffixed ``-dirty`` when it has uncommitted changes."""
-    cwd = repository or Path(__file__).resolve().parent.parent
-
-    def git(*arguments: str) -> str:
-        done = subprocess.run(["git", *arguments], cwd=cwd, capture_output=True, text=True)
-        if done.returncode:
-            raise OSError(done.stderr)
-        return done.stdout.strip()
-
     try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        commit = _git(repository, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(repository, "status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+def git_commit(repository: Path | None = None) -> str | None:
+    """The full hash of the checked-out commit (``None`` outside a git checkout)."""
+    try:
+        return _git(repository, "rev-parse", "HEAD") or None
+    except OSError:
+        return None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags: what ran (``mlflow.source.name``, ``mlflow.source.type``)
+    and at which commit (``mlflow.source.git.commit``, the full hash; uncommitted changes show
+    in the ``git_revision`` tag only)."""
+    tags = {"mlflow.source.name": SOURCE_NAME, "mlflow.source.type": "LOCAL"}
+    commit = git_commit()
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def device_name(device: torch.device) -> str:
@@ -322,17 +353,33 @@ def _quiet_mlflow() -> None:
 
 
 class TrackedRun:
-    """A context manager around one MLflow run; marks it FAILED if the block raises.
+    """A context manager around one MLflow run.
+
+    The block's outcome sets the run's status: FINISHED, KILLED for a ``KeyboardInterrupt``
+    (Ctrl-C, or SIGTERM as :class:`~benchmarks.lifecycle.Interrupted`), FAILED otherwise.
+
+    Reopening a run (``run_id``, for ``--resume``) sets it RUNNING again, so check everything
+    that can refuse the resume first. A killed process may have logged metrics after its last
+    checkpoint, which the resumed process computes and logs again: to keep every (metric,
+    step) once, :meth:`log_metrics` skips a point whose step is at or below the last step the
+    run already had for that metric when it was reopened (a retrained step gives the same
+    value; only timings such as ``train_images_per_s`` could differ, and the first one stays).
 
     Args:
         tracking_uri: MLflow tracking URI.
         experiment: experiment name (the suite uses the config name, e.g. ``"cifar"``).
         run_name: display name of the run.
         run_id: continue this existing run (used by ``--resume``).
+        tags: set when the run is created or reopened (beside :func:`source_tags`).
     """
 
     def __init__(
-        self, tracking_uri: str, experiment: str, run_name: str, run_id: str | None = None
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         import mlflow
 
@@ -341,12 +388,24 @@ class TrackedRun:
         self._client = mlflow.MlflowClient(tracking_uri)
         found = self._client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
+        tags = {**source_tags(), **(tags or {})}
+        self._logged_through: dict[str, int] = {}
         if run_id is not None:
             self.run_id = run_id
+            self._logged_through = self._last_logged_steps()
             self._client.update_run(run_id, status="RUNNING")
+            self.set_tags(tags)
         else:
-            run = self._client.create_run(experiment_id, run_name=run_name)
+            run = self._client.create_run(experiment_id, run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
+
+    def _last_logged_steps(self) -> dict[str, int]:
+        """The highest step logged so far for each metric of the run."""
+        keys = self._client.get_run(self.run_id).data.metrics
+        return {
+            key: max(point.step for point in self._client.get_metric_history(self.run_id, key))
+            for key in keys
+        }
 
     def __enter__(self) -> TrackedRun:
         return self
@@ -378,11 +437,19 @@ class TrackedRun:
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log ``metrics`` at ``step`` (default 0), except those the reopened run already has
+        at this step or a later one."""
         from mlflow.entities import Metric
 
+        step = step or 0
         timestamp = int(time.time() * 1000)
-        entries = [Metric(k, float(v), timestamp, step or 0) for k, v in metrics.items()]
-        self._client.log_batch(self.run_id, metrics=entries)
+        entries = [
+            Metric(k, float(v), timestamp, step)
+            for k, v in metrics.items()
+            if step > self._logged_through.get(k, -1)
+        ]
+        if entries:
+            self._client.log_batch(self.run_id, metrics=entries)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)

@@ -148,7 +148,8 @@ def stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Pat
     )
     raise TrainingDivergedError(
         f"training diverged: loss is {value} at step {step}; {kept}. Lower the learning rate "
-        "or check the input data, then rerun (with --resume to continue from the checkpoint)."
+        f"or check the input data, then move the run folder {checkpoint_path.parent} away to "
+        "start over (or rerun with --resume to continue from the checkpoint, same settings only)."
     )
 
 
@@ -165,5 +166,6 @@ def check_same_settings(saved: dict[str, Any], settings: TrainSettings, path: Pa
         described = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise BenchmarkError(
             f"cannot resume from {path}: it was written with other settings ({described}). "
-            "Run without --resume to start over, or restore the original settings."
+            "Restore the original settings, or move or delete the run folder "
+            f"{Path(path).parent} (or choose another --runs-dir) to start over."
         )

@@ -1,10 +1,13 @@
 """Atomic writes and verified checkpoints: an interrupted write leaves the previous file intact,
-and a truncated or corrupt checkpoint is detected and replaced by the previous one."""
+a truncated or corrupt checkpoint is detected and replaced by the previous one, only verified
+checkpoints are kept as the previous one, and files get the mode a plain open would give."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -14,10 +17,12 @@ import torch
 from benchmarks import checkpoint as checkpoint_module
 from benchmarks.checkpoint import (
     CheckpointWarning,
+    checkpoint_problem,
     has_checkpoint,
     load_checkpoint,
     previous_checkpoint_path,
     save_checkpoint,
+    write_bytes_atomic,
     write_text_atomic,
 )
 from benchmarks.errors import BenchmarkError, CheckpointError
@@ -202,3 +207,85 @@ def test_text_is_replaced_whole(tmp_path: Path) -> None:
     write_text_atomic(path, "old")
     write_text_atomic(path, "new")
     assert path.read_text() == "new"
+
+
+def test_a_corrupt_checkpoint_is_never_kept_as_the_previous_one(tmp_path: Path) -> None:
+    """A save over a truncated last.pt keeps the verified previous checkpoint and moves the
+    corrupt file aside for inspection (it used to become last.previous.pt, the good one lost)."""
+    path = tmp_path / "last.pt"
+    first, _ = _two_saves(path)
+    torn = path.read_bytes()[:1000]
+    path.write_bytes(torn)
+    third = _state(3)
+    with pytest.warns(CheckpointWarning, match="truncated") as caught:
+        save_checkpoint(path, third)
+    _assert_same_state(load_checkpoint(previous_checkpoint_path(path)), first)
+    _assert_same_state(load_checkpoint(path), third)
+    (quarantined,) = tmp_path.glob("last.corrupt-*.pt")
+    assert quarantined.read_bytes() == torn
+    assert str(quarantined) in str(caught[0].message)
+    assert str(previous_checkpoint_path(path)) in str(caught[0].message)
+
+
+def test_the_next_save_after_a_quarantine_rotates_normally(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    _two_saves(path)
+    path.write_bytes(b"FLOWBENCH-CKPT")  # torn inside the header
+    with pytest.warns(CheckpointWarning):
+        save_checkpoint(path, _state(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a verified last.pt rotates without a warning
+        save_checkpoint(path, _state(4))
+    assert load_checkpoint(previous_checkpoint_path(path))["step"] == 3
+    assert load_checkpoint(path)["step"] == 4
+    assert len(list(tmp_path.glob("last.corrupt-*.pt"))) == 1
+
+
+def test_a_flipped_byte_in_last_is_quarantined_too(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    first, _ = _two_saves(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # same length, wrong digest
+    path.write_bytes(bytes(data))
+    assert checkpoint_problem(path) == "SHA-256 mismatch: the content is corrupt"
+    with pytest.warns(CheckpointWarning, match="SHA-256 mismatch"):
+        save_checkpoint(path, _state(3))
+    _assert_same_state(load_checkpoint(previous_checkpoint_path(path)), first)
+
+
+def test_a_missing_last_keeps_the_previous_on_save(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    first, _ = _two_saves(path)
+    path.unlink()  # a crash between the two renames of a save
+    save_checkpoint(path, _state(3))
+    _assert_same_state(load_checkpoint(previous_checkpoint_path(path)), first)
+
+
+def test_checkpoint_problem_accepts_verified_and_legacy_files(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "last.pt", _state(1))
+    torch.save(_state(2), tmp_path / "legacy.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    assert checkpoint_problem(tmp_path / "last.pt") is None
+    assert checkpoint_problem(tmp_path / "legacy.pt") is None
+    assert checkpoint_problem(tmp_path / "junk.pt").startswith("torch.load failed")
+    assert checkpoint_problem(tmp_path / "absent.pt") == "missing"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_files_get_the_mode_a_plain_open_would_give(tmp_path: Path, umask: int, mode: int) -> None:
+    """0o666 & ~umask, like open(); tempfile.mkstemp made every result file 0600."""
+    previous_umask = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "table.md", "| a |")
+        write_bytes_atomic(tmp_path / "figure.png", b"\x89PNG")
+        write_text_atomic(tmp_path / "table.md", "| b |")  # a rewrite, not only a creation
+        _two_saves(tmp_path / "last.pt")
+    finally:
+        os.umask(previous_umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {
+        "table.md": mode,
+        "figure.png": mode,
+        "last.pt": mode,
+        "last.previous.pt": mode,
+    }

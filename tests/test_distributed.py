@@ -6,13 +6,15 @@ Two processes on the CPU (gloo backend), each with half of every batch of 16, tr
 (actnorm's data-dependent initialisation and the dequantization noise of the global batch), a
 Flow++ (its variational dequantizer's noise, data-dependent convolutions) and a VAE (posterior
 noise, sliced along the batch dimension of ``(k, N, latents)``). A run interrupted under two
-processes resumes in one and ends on the same weights.
+processes resumes in one and ends on the same weights. SIGTERM delivered to one process stops
+both at the next logging step, with rank 0's checkpoint at that step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import torch
 import torch.multiprocessing as mp
 
 import flows
+from benchmarks.checkpoint import load_checkpoint
 from benchmarks.classifier_training import train_classifier
 from benchmarks.config import TrainSettings
 from benchmarks.data import load_dataset
@@ -125,6 +128,7 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
             torch.save(weights, out / f"{name}-ddp.pt")
     with contextlib.suppress(Interrupted):
         _train("revnet38", out / f"interrupted-rank{rank}", shard, stop_at=INTERRUPT_AT)
+    _stop_on_sigterm_to_rank_one(out / f"sigterm-rank{rank}", shard)
     # a resume where rank 1 cannot see rank 0's checkpoint (no shared --runs-dir)
     folder_seen = out / ("interrupted-rank0" if rank == 0 else "not-shared")
     try:
@@ -132,6 +136,32 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     except BenchmarkError as error:
         (out / f"not-shared-rank{rank}.txt").write_text(str(error))
     torch.distributed.destroy_process_group()
+
+
+def _stop_on_sigterm_to_rank_one(folder: Path, shard: Shard) -> None:
+    """Rank 1 alone gets SIGTERM after step 1; logging every 2 steps, both processes must stop
+    together after step 2 (one stopping alone would leave the other waiting in a collective).
+    Each writes which interruption ended it to ``<folder>.txt``."""
+
+    def signal_rank_one(done: int) -> None:
+        if shard.rank == 1 and done == 1:
+            signal.raise_signal(signal.SIGTERM)
+
+    torch.manual_seed(0)
+    model = flows.create("vae_mnist", in_channels=1, image_size=8)
+    settings = replace(FLOW, log_every=2, checkpoint_every=STEPS)
+    try:
+        train_vae(
+            model,
+            load_binary_dataset("digits").subset(64, 32),
+            settings,
+            checkpoint_path=folder / "last.pt",
+            progress=False,
+            shard=shard,
+            after_step=signal_rank_one,
+        )
+    except KeyboardInterrupt as stop:
+        folder.with_suffix(".txt").write_text(f"{type(stop).__name__} {stop}")
 
 
 def _free_port() -> int:
@@ -202,6 +232,13 @@ def test_processes_that_would_resume_from_different_steps_stop_with_a_clear_erro
     for rank in (0, 1):
         message = (ddp_runs / f"not-shared-rank{rank}.txt").read_text()
         assert f"different steps [{INTERRUPT_AT}, 0]" in message and "--runs-dir" in message
+
+
+def test_sigterm_to_one_process_stops_both_at_the_next_logging_step(ddp_runs: Path) -> None:
+    for rank in (0, 1):
+        assert (ddp_runs / f"sigterm-rank{rank}.txt").read_text() == "Interrupted SIGTERM"
+    assert load_checkpoint(ddp_runs / "sigterm-rank0" / "last.pt")["step"] == 2
+    assert not (ddp_runs / "sigterm-rank1").exists()  # only rank 0 writes checkpoints
 
 
 def test_distributed_batch_norm_is_plain_batch_norm_in_one_process() -> None:

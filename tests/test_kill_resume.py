@@ -1,5 +1,6 @@
 """A run killed with SIGKILL at a random step resumes to the metrics of an uninterrupted run,
-also when its last checkpoint was truncated by the crash (the previous one is used)."""
+also when its last checkpoint was truncated by the crash (the previous one is used); a CLI run
+stopped by SIGTERM writes a checkpoint at that step, ends KILLED and exits 143."""
 
 from __future__ import annotations
 
@@ -83,3 +84,49 @@ def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path: Pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "truncated" in resumed.stderr  # the user is told, with the reason
     assert resumed.stdout == _train("glow", tmp_path / "whole.pt").stdout
+
+
+SIGTERM_AT_STEP_2 = """
+import os, signal, sys
+import benchmarks.vae_training as vae_training
+from benchmarks.cli import main
+
+real_fit = vae_training.fit
+
+def fit_then_sigterm(*args, **kwargs):
+    def after_step(done):
+        if done == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a batch scheduler would
+    return real_fit(*args, **kwargs, after_step=after_step)
+
+vae_training.fit = fit_then_sigterm
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_ends_a_cli_run_killed_with_status_143_after_a_checkpoint(tmp_path: Path) -> None:
+    """A real process: SIGTERM after step 2 of 3 (no regular checkpoint there) writes one at
+    step 2, marks the MLflow run KILLED, prints one line naming --resume and exits 143."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    arguments = ["run", "configs/vae.yaml", "--profile", "smoke", "--models", "vae_mnist"]
+    arguments += ["--seed", "0", "--device", "cpu", "--no-progress", "--tracking-uri", uri]
+    arguments += ["--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT_STEP_2, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("interrupted")]
+    assert "SIGTERM" in line and "--resume" in line
+    checkpoint = tmp_path / "runs" / "vae" / "vae_mnist-digits-smoke-seed0" / "last.pt"
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == 2
+    run = mlflow.MlflowClient(uri).get_run(state["extra"]["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.pt"]  # lock released
