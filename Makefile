@@ -13,6 +13,13 @@ PROBE_CONFIGS ?= configs/imagenet.yaml
 # Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
+# Checkpoints of `make bench` and `make study`, one folder per revision: rerunning either at the
+# same revision continues what was interrupted (and reuses what finished); a new revision
+# trains afresh beside the old checkpoints, which no target deletes (`make clean` does).
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo local)
+RUNS_DIR ?= runs/$(REVISION)
+RUN_ARGS ?= --runs-dir $(RUNS_DIR) --resume
+
 # Studies with several seeds: the Flow++ ablations and dequantization, and the VAE table
 # (about 22 minutes on 2 cores: 15 for the Flow++ study, 6 for the VAEs).
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
@@ -34,7 +41,7 @@ $(STAMP): pyproject.toml
 # then rewrite results/.
 bench: $(STAMP)
 	@for config in $(BENCH_CONFIGS); do \
-		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
+		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) $(RUN_ARGS) || exit $$?; \
 	done
 	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
 	@for config in $(PROBE_CONFIGS); do \
@@ -46,7 +53,7 @@ bench: $(STAMP)
 # rewrite results/.
 study: $(STAMP)
 	@for config in $(STUDY_CONFIGS); do \
-		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) || exit $$?; \
+		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) $(RUN_ARGS) || exit $$?; \
 	done
 	$(PYTHON) -m benchmarks posterior-figure
 	$(PYTHON) -m benchmarks tables
@@ -75,7 +82,7 @@ regress-update: $(STAMP)
 
 # Micro-benchmarks of the flow layers, saved as results/perf/<revision>.json; compare two
 # revisions with `.venv/bin/pytest-benchmark compare results/perf/A.json results/perf/B.json`.
-PERF_NAME ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo local)
+PERF_NAME ?= $(REVISION)
 perf: $(STAMP)
 	$(PYTHON) -m pytest tests/perf --benchmark-enable --benchmark-only \
 		--benchmark-json=results/perf/$(PERF_NAME).json
