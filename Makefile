@@ -24,8 +24,8 @@ RUN_ARGS ?= --runs-dir $(RUNS_DIR) --resume
 # (about 22 minutes on 2 cores: 15 for the Flow++ study, 6 for the VAEs).
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
-.PHONY: install bench study memory probe tables test regress regress-update perf flow-speed \
-	lint format clean
+.PHONY: install bench study memory probe tables test regress regress-update regress-spread perf \
+	flow-speed lint format clean
 
 install: $(STAMP)
 
@@ -79,6 +79,12 @@ regress: $(STAMP)
 
 regress-update: $(STAMP)
 	$(PYTHON) -m benchmarks regress --update-baseline
+
+# How far the gate's figures spread across CPU kernels (AVX2, SSE4.1) and thread counts, each
+# measured in a fresh process, beside the tolerances of results/baseline.json (REGRESS_SPREAD_ARGS:
+# e.g. --env 1-thread sse41 --save spread/ --write-tolerances; see benchmarks/regress_spread.py).
+regress-spread: $(STAMP)
+	$(PYTHON) -m benchmarks.regress_spread $(REGRESS_SPREAD_ARGS)
 
 # Micro-benchmarks of the flow layers, saved as results/perf/<revision>.json; compare two
 # revisions with `.venv/bin/pytest-benchmark compare results/perf/A.json results/perf/B.json`.
