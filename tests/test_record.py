@@ -62,6 +62,13 @@ def test_the_committed_record_holds_every_measured_row_of_the_tables() -> None:
         assert record["run_id"].notna().all() and record["tags.config_digest"].notna().all()
         assert record["tags.git_revision"].notna().all() and record["end_time"].notna().all()
         assert record["tags.device_name"].notna().all()
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", f"results/runs/{name}.csv"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+        )
+        inside_git = (REPO_ROOT / ".git").exists()
+        assert tracked.returncode == 0 or not inside_git, f"results/runs/{name}.csv is not in git"
         markdown = (RESULTS / f"{name}.md").read_text()
         for run_id in record["run_id"]:
             assert run_id in markdown  # the provenance section lists every run
