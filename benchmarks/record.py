@@ -63,7 +63,9 @@ PROVENANCE = [
 ]
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _KEPT_MLFLOW_TAGS = ("tags.mlflow.source.git.commit",)
-_REGISTRY_TAGS = ("tags.paper", "tags.table_row", "tags.task")  # the registry's, not the run's
+# Not kept: the registry's metadata (not the run's), and the checkpoint's path on the machine
+# that trained (local state; the MLflow run keeps it).
+_UNKEPT_TAGS = ("tags.paper", "tags.table_row", "tags.task", "tags.checkpoint")
 
 
 def record_path(out_dir: str | Path, table: str) -> Path:
@@ -87,7 +89,7 @@ def _normalise(runs: pd.DataFrame) -> pd.DataFrame:
         c
         for c in runs.columns
         if c.startswith("tags.")
-        and c not in _REGISTRY_TAGS
+        and c not in _UNKEPT_TAGS
         and (not c.startswith("tags.mlflow.") or c in _KEPT_MLFLOW_TAGS)
     )
     metrics = sorted(c for c in runs.columns if c.startswith("metrics."))

@@ -62,6 +62,8 @@ def test_the_committed_record_holds_every_measured_row_of_the_tables() -> None:
         assert record["run_id"].notna().all() and record["tags.config_digest"].notna().all()
         assert record["tags.git_revision"].notna().all() and record["end_time"].notna().all()
         assert record["tags.device_name"].notna().all()
+        tags = record[[c for c in record.columns if c.startswith("tags.")]]
+        assert not tags.map(lambda v: str(v).startswith("/")).any().any()  # no machine paths
         tracked = subprocess.run(
             ["git", "ls-files", "--error-unmatch", f"results/runs/{name}.csv"],
             cwd=REPO_ROOT,
