@@ -1,4 +1,4 @@
-"""Check an invertible layer against the contract of :mod:`flows.layers`, by brute force.
+"""Check a layer against the :class:`~flows.layers.InvertibleLayer` contract, by brute force.
 
 The contract: ``y, logdet = layer(x)`` with ``logdet`` of shape ``(N,)`` equal to
 ``log|det dy/dx|`` of each sample, and ``layer.inverse(y)`` giving ``x`` back. These helpers

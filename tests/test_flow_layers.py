@@ -8,25 +8,33 @@ Zero-initialised parts are perturbed first, so no check passes because a layer i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
+import flows
+import flows.layers
 from flows.layers import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     BatchNormFlow,
+    ChannelZeroPad,
     Conv2dSame,
+    DataInitConv2d,
+    ElementwiseNorm,
     FlowSequence,
     GlowAffineCoupling,
     InvConv1x1,
     InvConv1x1LU,
+    InvertibleLayer,
     LogitTransform,
     SpaceToDepth,
     Split,
     Squeeze,
+    UniformDequantizer,
     ZeroConv2d,
     channel_mask,
     checkerboard_mask,
@@ -422,6 +430,95 @@ def test_a_two_dimensional_realnvp_stack_is_a_normalised_density() -> None:
     flow.eval()
     check_invertible_layer(flow, _randn(3, 2))
     assert _integral_of_density(flow, as_image=False) == pytest.approx(1.0, abs=1e-2)
+
+
+# --- the InvertibleLayer contract of every exported layer ----------------------------------------
+
+# exported modules that are not bijections ``y, logdet = layer(x)``, as flows.layers documents
+NOT_INVERTIBLE_LAYERS = {
+    ChannelZeroPad,
+    Conv2dSame,
+    DataInitConv2d,
+    Split,
+    UniformDequantizer,
+    ZeroConv2d,
+}
+
+
+def _exported_modules() -> list[type[nn.Module]]:
+    exported = (getattr(flows.layers, name) for name in flows.layers.__all__)
+    return [obj for obj in exported if isinstance(obj, type) and issubclass(obj, nn.Module)]
+
+
+def _exported_invertible_layers() -> list[type[InvertibleLayer]]:
+    return [
+        cls
+        for cls in _exported_modules()
+        if issubclass(cls, InvertibleLayer) and cls is not InvertibleLayer
+    ]
+
+
+def _unit_interval(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=DOUBLE)
+
+
+# one small instance and input per exported InvertibleLayer; a newly exported one needs a case
+CONTRACT_CASES: dict[type[nn.Module], Callable[[], tuple[nn.Module, torch.Tensor]]] = {
+    ActNorm: lambda: (ActNorm(3), 1.0 + 2.0 * _randn(4, 3, 2, 2)),
+    AdditiveCoupling: lambda: (AdditiveCoupling(_conv_net(2, 2)), _randn(4, 4, 3, 3)),
+    AffineCoupling: lambda: (
+        AffineCoupling(_conv_net(4, 8), "checkerboard", scale_init=0.7),
+        _randn(4, 4, 2, 2),
+    ),
+    BatchNormFlow: lambda: (BatchNormFlow(3, "checkerboard"), 1.0 + 2.0 * _randn(4, 3, 2, 2)),
+    ElementwiseNorm: lambda: (ElementwiseNorm((3, 2, 2)), 1.0 + 2.0 * _randn(4, 3, 2, 2)),
+    FlowSequence: lambda: (
+        FlowSequence(Squeeze(), ActNorm(8), InvConv1x1LU(8), AffineCoupling(_conv_net(4, 8))),
+        _randn(4, 2, 4, 4),
+    ),
+    GlowAffineCoupling: lambda: (GlowAffineCoupling(_conv_net(2, 4)), _randn(4, 4, 3, 3)),
+    InvConv1x1: lambda: (InvConv1x1(3), _randn(4, 3, 2, 2)),
+    InvConv1x1LU: lambda: (InvConv1x1LU(3), _randn(4, 3, 2, 2)),
+    LogitTransform: lambda: (LogitTransform(), _unit_interval(4, 3, 2, 2)),
+    SpaceToDepth: lambda: (SpaceToDepth(2), _randn(4, 2, 4, 4)),
+    Squeeze: lambda: (Squeeze(), _randn(4, 2, 4, 4)),
+}
+
+
+def test_every_exported_layer_is_an_invertible_layer_or_a_documented_exception() -> None:
+    for cls in _exported_modules():
+        assert issubclass(cls, InvertibleLayer) != (cls in NOT_INVERTIBLE_LAYERS), cls.__name__
+    assert flows.InvertibleLayer is InvertibleLayer
+    assert len(_exported_invertible_layers()) == len(CONTRACT_CASES)
+
+
+@pytest.mark.parametrize("cls", _exported_invertible_layers(), ids=lambda cls: cls.__name__)
+def test_every_exported_invertible_layer_obeys_the_contract(cls: type[InvertibleLayer]) -> None:
+    """``y, logdet = layer(x)`` with ``logdet`` of shape ``(batch,)`` equal to the brute-force
+    ``log|det dy/dx|``, and ``layer.inverse(y) == x``; initialised on data, then perturbed."""
+    if cls not in CONTRACT_CASES:
+        pytest.fail(f"{cls.__name__} is exported as an InvertibleLayer: add it to CONTRACT_CASES")
+    torch.manual_seed(0)
+    layer, x = CONTRACT_CASES[cls]()
+    assert type(layer) is cls and isinstance(layer, InvertibleLayer)
+    layer = layer.double().train()
+    with torch.no_grad():
+        layer(x)  # data-dependent initialisation, batch-norm running averages
+    layer = _perturb(layer.eval(), std=0.05)
+    y, logdet = layer(x)
+    assert logdet.shape == (x.shape[0],) and logdet.dtype == DOUBLE
+    assert y.shape[0] == x.shape[0] and y[0].numel() == x[0].numel()
+    assert inversion_error(layer, x) < 1e-10
+    check_invertible_layer(layer, x, gradients=False)  # inverse and brute-force logdet
+
+
+def test_a_layer_without_an_inverse_cannot_be_built() -> None:
+    class ForwardOnly(InvertibleLayer):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, x.new_zeros(x.shape[0])
+
+    with pytest.raises(TypeError, match="inverse"):
+        ForwardOnly()
 
 
 # --- the testing helper itself --------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Invertible building blocks. Bijective layers follow one contract:
-``y, logdet = layer(x)`` and ``x = layer.inverse(y)``, with ``logdet`` of shape ``(batch,)``
-(log|det dy/dx| in nats, summed over the dimensions of a sample). The exceptions, documented
-as such: :class:`Split` (factor-out: ``z1, z2, log p(z2 | z1) = split(x)``), the injective
-:class:`ChannelZeroPad`, and the non-bijective building blocks :class:`Conv2dSame` and
-:class:`ZeroConv2d`. :mod:`flows.testing` checks a layer against this contract."""
+"""Invertible building blocks. Bijective layers follow one contract, stated by their base
+class :class:`InvertibleLayer` (:mod:`flows.layers.base`): ``y, logdet = layer(x)`` and
+``x = layer.inverse(y)``, with ``logdet`` of shape ``(batch,)`` (log|det dy/dx| in nats, summed
+over the dimensions of a sample). The exceptions, documented as such and not subclasses of
+:class:`InvertibleLayer`: :class:`Split` (factor-out: ``z1, z2, log p(z2 | z1) = split(x)``),
+the injective :class:`ChannelZeroPad`, the non-bijective building blocks :class:`Conv2dSame`,
+:class:`ZeroConv2d` and :class:`DataInitConv2d`, and :class:`UniformDequantizer` (a noise
+source). :mod:`flows.testing` checks a layer against this contract."""
 
+from flows.layers.base import InvertibleLayer
 from flows.layers.conv import Conv2dSame, ZeroConv2d, edge_pad
 from flows.layers.coupling import AdditiveCoupling, AffineCoupling, GlowAffineCoupling
 from flows.layers.data_init import DataInitConv2d
@@ -39,6 +42,7 @@ __all__ = [
     "GlowAffineCoupling",
     "InvConv1x1",
     "InvConv1x1LU",
+    "InvertibleLayer",
     "LogitTransform",
     "SpaceToDepth",
     "Split",

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
 from flows.layers.masks import MASK_TYPES, checkerboard_mask
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "GlowAffineCoupling"]
@@ -47,7 +48,7 @@ def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).sum(1)
 
 
-class _Coupling(nn.Module):
+class _Coupling(InvertibleLayer):
     """Splitting and merging shared by the couplings (see the module docstring)."""
 
     def __init__(self, net: nn.Module, mask: str = "channel", reverse: bool = False) -> None:

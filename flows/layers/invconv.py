@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
+
 __all__ = ["InvConv1x1", "InvConv1x1LU", "random_rotation"]
 
 
@@ -54,7 +56,7 @@ def _check(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().clone()
 
 
-class InvConv1x1(nn.Module):
+class InvConv1x1(InvertibleLayer):
     """Plain invertible 1x1 convolution: a full learned matrix ``W``.
 
     ``log|det W|`` is computed in float64 and cast back (as the official code does); the
@@ -90,7 +92,7 @@ class InvConv1x1(nn.Module):
         return _apply(y, inverse)
 
 
-class InvConv1x1LU(nn.Module):
+class InvConv1x1LU(InvertibleLayer):
     """LU-decomposed invertible 1x1 convolution (Glow eq. (10)).
 
     ``W = P L (U + diag(sign_s * exp(log_s)))``; ``P`` (permutation) and ``sign_s`` are fixed

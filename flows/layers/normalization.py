@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
 from flows.layers.masks import channel_mask, checkerboard_mask
 
 __all__ = ["ActNorm", "BatchNormFlow", "ElementwiseNorm"]
@@ -35,7 +36,7 @@ def _reduce_dims(x: torch.Tensor) -> list[int]:
     return [d for d in range(x.dim()) if d != 1]
 
 
-class ActNorm(nn.Module):
+class ActNorm(InvertibleLayer):
     """Per-channel affine map ``y = (x + b) * exp(log_s)`` with data-dependent initialisation.
 
     On its first forward in training mode, ``b`` and ``log_s`` are set so that the output has
@@ -100,7 +101,7 @@ class ActNorm(nn.Module):
         return y * torch.exp(-_channel_view(log_s, y)) - _channel_view(self.bias, y)
 
 
-class BatchNormFlow(nn.Module):
+class BatchNormFlow(InvertibleLayer):
     """RealNVP's batch normalisation of a coupling's output, as a flow layer.
 
     Normalises the entries a coupling transformed: ``y = (x - mean) / sqrt(var + eps)`` on the
@@ -186,7 +187,7 @@ class BatchNormFlow(nn.Module):
         return y * torch.exp(half_log_var) + shift
 
 
-class ElementwiseNorm(nn.Module):
+class ElementwiseNorm(InvertibleLayer):
     """Flow++'s ``Norm``: ``y = x * g + b`` with a gain and bias per element (``(C, H, W)``),
     initialised from data.
 

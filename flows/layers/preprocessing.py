@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
+
 __all__ = ["LogitTransform", "UniformDequantizer", "dequantize"]
 
 
@@ -80,7 +82,7 @@ class UniformDequantizer(nn.Module):
         return u, u.new_zeros(x.shape[0])
 
 
-class LogitTransform(nn.Module):
+class LogitTransform(InvertibleLayer):
     """``y in [0, 1] -> z = logit(alpha + (1 - 2 alpha) y)``, RealNVP's pre-processing.
 
     log-determinant: ``sum(log(1 - 2 alpha) - log p - log(1 - p))`` over all dimensions, the

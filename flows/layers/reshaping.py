@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
+
 __all__ = [
     "ChannelZeroPad",
     "SpaceToDepth",
@@ -76,7 +78,7 @@ def depth_to_space(y: torch.Tensor, block_size: int) -> torch.Tensor:
     return blocks.permute(0, 3, 4, 1, 5, 2).reshape(batch, channels, height * b, width * b)
 
 
-class SpaceToDepth(nn.Module):
+class SpaceToDepth(InvertibleLayer):
     """Invertible downsampling ``psi`` as a bijective layer (log-determinant zero).
 
     Example:
@@ -160,7 +162,7 @@ def unsqueeze_ordered(y: torch.Tensor) -> torch.Tensor:
     return unsqueeze(blocks[:, :, list(_ORDERED_INVERSE)].reshape(batch, depth, height, width))
 
 
-class Squeeze(nn.Module):
+class Squeeze(InvertibleLayer):
     """The 2x2 squeeze of RealNVP and Glow as a bijective layer (log-determinant zero).
 
     Example:

@@ -17,18 +17,21 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from flows.layers.base import InvertibleLayer
+
 __all__ = ["FlowSequence"]
 
 
-class FlowSequence(nn.Module):
+class FlowSequence(InvertibleLayer):
     """``forward`` applies the layers in order and sums their log-determinants; ``inverse``
     applies their inverses in reverse order.
 
     Args:
-        *layers: modules with ``y, logdet = layer(x)`` and ``x = layer.inverse(y)``.
+        *layers: invertible layers (the :class:`~flows.layers.InvertibleLayer` contract:
+            ``y, logdet = layer(x)`` and ``x = layer.inverse(y)``).
     """
 
-    def __init__(self, *layers: nn.Module) -> None:
+    def __init__(self, *layers: InvertibleLayer) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
