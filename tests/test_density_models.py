@@ -8,6 +8,7 @@ published configurations by their parameter counts, from formulas written out he
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from flows.layers import (
     gaussian_log_prob,
 )
 from flows.models.glow import Glow
+from flows.models.image_flow import ImageFlow
 from flows.models.realnvp import RealNVP
 from flows.registry import get_info, list_models
 from flows.testing import brute_force_logdet
@@ -286,6 +288,14 @@ def test_density_models_are_registered_with_their_papers() -> None:
         "glow_cifar10", in_channels=1, image_size=8, levels=3, steps=4, width=32
     )
     assert runner_example.latent_shapes[-1] == (16, 1, 1)
+
+
+def test_every_density_model_has_the_image_flow_interface() -> None:
+    """``log_prob``, ``sample``, ``encode``, ``decode`` and ``num_dims`` come from one base."""
+    for name in list_models(task="density"):
+        assert issubclass(typing.get_type_hints(get_info(name).builder)["return"], ImageFlow)
+    with pytest.raises(TypeError, match="decode"):
+        type("EncodeOnly", (ImageFlow,), {"encode": lambda self, y: (y, y)})(1, 2)
 
 
 def _glow_params(c: int, levels: int, steps: int, width: int) -> int:

@@ -28,9 +28,9 @@ steps with two-block networks for CIFAR-10) whose gated convs also read features
 returns ``u`` in ``(0, 1)`` and ``log q(u | x)``. Training maximises
 ``E_q[log p((x + u) / L) - log q(u | x)]``; :mod:`benchmarks.metrics` turns it into bits/dim.
 
-Interface (every density model of the suite, as :class:`~flows.models.glow.Glow`):
-``log_prob(y) -> (N,)`` in nats on ``[0, 1]^D``, ``sample(n, temperature)``, ``encode`` and
-``decode``; plus ``dequantizer`` (None for uniform dequantization). The inverse of a mixture
+Interface: that of every density model of the suite, :class:`~flows.models.image_flow.ImageFlow`
+(``log_prob(y) -> (N,)`` in nats on ``[0, 1]^D``, ``sample(n, temperature)``, ``encode`` and
+``decode``); plus ``dequantizer`` (None for uniform dequantization). The inverse of a mixture
 coupling is a bisection, so ``decode``/``sample`` cost about 200 network-free CDF evaluations
 per coupling. Normalisations and convolutions initialise from the first batch seen in
 training mode.
@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.layers import ElementwiseNorm, InvConv1x1, LogitTransform, gaussian_log_prob
+from flows.layers import ElementwiseNorm, InvConv1x1, InvertibleLayer, LogitTransform
 from flows.layers.logistic import mixture_logistic_coupling, mixture_logistic_coupling_inverse
 from flows.layers.reshaping import depth_to_space, space_to_depth
 from flows.models.flowpp_nets import ContextProcessor, CouplingNetwork
+from flows.models.image_flow import ImageFlow
 from flows.registry import register
 
 __all__ = [
@@ -243,7 +244,7 @@ class FlowPPStep(nn.Module):
         return halves[0], halves[1]
 
 
-class FlowPPStage(nn.Module):
+class FlowPPStage(InvertibleLayer):
     """Split (``"checkerboard"`` or ``"channel"``), ``steps`` steps, merge; or a
     ``"space_to_depth"`` (2x2, TensorFlow's channel order, log-determinant 0)."""
 
@@ -304,7 +305,7 @@ class FlowPPStage(nn.Module):
         return merge_halves(*pair, self.kind)
 
 
-class _StageSequence(nn.Module):
+class _StageSequence(InvertibleLayer):
     def __init__(
         self,
         stages: Sequence[str],
@@ -423,7 +424,7 @@ class VariationalDequantizer(nn.Module):
         return _sum(-0.5 * eps**2 - 0.5 * math.log(2 * math.pi)) - logdet - log_sigmoid_jacobian
 
 
-class FlowPlusPlus(nn.Module):
+class FlowPlusPlus(ImageFlow):
     """The Flow++ density model (see the module docstring).
 
     Args:
@@ -467,12 +468,11 @@ class FlowPlusPlus(nn.Module):
         weight_norm: bool = False,
         dequant_mixer: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, image_size)
         if dequantization not in DEQUANTIZATIONS:
             raise ValueError(
                 f"dequantization must be one of {DEQUANTIZATIONS}, got {dequantization!r}"
             )
-        self.image_shape = (in_channels, image_size, image_size)
         shared = {
             "coupling": coupling,
             "components": components,
@@ -507,11 +507,6 @@ class FlowPlusPlus(nn.Module):
             else None
         )
 
-    @property
-    def num_dims(self) -> int:
-        c, h, w = self.image_shape
-        return c * h * w
-
     def encode(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents ``(N, D)`` and ``log|det dz/dy|`` ``(N,)`` (logit pre-processing included)."""
         h, logdet = self.preprocess(y)
@@ -522,26 +517,6 @@ class FlowPlusPlus(nn.Module):
         """Inverse of :meth:`encode` (unclamped), by bisection in each mixture coupling."""
         h = self.flow.inverse(z.reshape(-1, *self.latent_shape))
         return self.preprocess.inverse(h)
-
-    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """``log p(y)`` in nats per sample, ``y`` the dequantized image in ``[0, 1]``."""
-        z, logdet = self.encode(y)
-        return gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z)) + logdet
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`log_prob`."""
-        return self.log_prob(y)
-
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` images in ``[0, 1]`` from ``z ~ N(0, temperature^2 I)`` (eval mode)."""
-        reference = next(self.parameters())
-        z = torch.randn(n, self.num_dims, dtype=reference.dtype, device=reference.device)
-        was_training = self.training
-        try:
-            return self.eval().decode(temperature * z).clamp(0.0, 1.0)
-        finally:
-            self.train(was_training)
 
 
 NOTES = (

@@ -18,19 +18,13 @@ the channels with a learned conditional Gaussian prior (:class:`~flows.layers.Sp
 prior is a diagonal Gaussian whose mean and log-std come from a zero-initialised conv on zeros
 (``learntop``; with the edge indicator it can differ at the image border).
 
-Interface (every density model of the suite):
-
-* ``log_prob(y) -> (N,)``, log-density in nats of the dequantized image ``y`` scaled to
-  ``[0, 1]``; ``forward(y)`` returns the same. The shift ``y - 0.5`` has log-determinant 0.
-  Bits/dim add ``D log(levels)`` (done by the runner, not here).
-* ``sample(n, temperature=1.0) -> (n, C, H, W)`` in ``[0, 1]`` (clamped). The temperature
-  multiplies the standard deviation of the top prior and of every split prior; 0 gives the
-  mode path (every latent at its prior mean).
-* ``encode(y) -> (eps, logdet)``: the standardised latents ``eps`` (each split's and the
-  top's ``(z - mean) / std``, flattened and concatenated, shape ``(N, D)``) and
-  ``log|det d eps / d y|``, so that ``log_prob(y) = log N(eps; 0, I) + logdet``;
-  ``decode(eps)`` is its exact inverse (unclamped), and ``sample`` is
-  ``decode(temperature * N(0, I))``.
+Interface: that of every density model of the suite, :class:`~flows.models.image_flow.ImageFlow`
+(``log_prob``, ``forward``, ``encode``, ``decode``, ``sample``, ``num_dims``). The shift
+``y - 0.5`` has log-determinant 0. ``encode`` returns the standardised latents ``eps``, each
+split's and the top's ``(z - mean) / std``, flattened and concatenated, so that ``sample``'s
+temperature multiplies the standard deviation of the top prior and of every split prior; 0
+gives the mode path (every latent at its prior mean). ``log_prob`` evaluates the learned priors
+directly, without standardising.
 
 Actnorm layers initialise on the first forward in training mode (call ``log_prob`` on a batch
 of data before sampling from a fresh model).
@@ -68,6 +62,7 @@ from flows.layers import (
     squeeze,
     unsqueeze,
 )
+from flows.models.image_flow import ImageFlow, split_latents
 from flows.registry import register
 
 __all__ = [
@@ -130,7 +125,7 @@ class GlowStep(FlowSequence):
         super().__init__(ActNorm(channels), invconv, layer)
 
 
-class Glow(nn.Module):
+class Glow(ImageFlow):
     """The Glow density model (see the module docstring).
 
     Args:
@@ -155,7 +150,7 @@ class Glow(nn.Module):
         lu: bool = False,
         learn_top: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, image_size)
         if levels < 1 or steps < 1:
             raise ValueError(f"levels and steps must be positive, got {levels} and {steps}")
         if image_size % 2**levels:
@@ -163,7 +158,6 @@ class Glow(nn.Module):
                 f"image_size {image_size} is not divisible by 2 ** levels = {2**levels} (one "
                 "squeeze per level)"
             )
-        self.image_shape = (in_channels, image_size, image_size)
         channels, side = 4 * in_channels, image_size // 2
         blocks, splits = [], []
         self.latent_shapes: list[tuple[int, int, int]] = []
@@ -180,12 +174,6 @@ class Glow(nn.Module):
         self.splits = nn.ModuleList(splits)
         self.top_prior = ZeroConv2d(2 * channels, 2 * channels) if learn_top else None
 
-    @property
-    def num_dims(self) -> int:
-        """``D = C * H * W``."""
-        c, h, w = self.image_shape
-        return c * h * w
-
     def top_prior_params(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Mean and log-std of the top latent, ``(batch, C_L, H_L, W_L)`` each."""
         channels, side, _ = self.latent_shapes[-1]
@@ -199,7 +187,9 @@ class Glow(nn.Module):
         return mean.expand(shape), log_std.expand(shape)
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """``log p(y)`` in nats per sample, ``y`` the dequantized image in ``[0, 1]``."""
+        """``log p(y)`` in nats per sample, ``y`` the dequantized image in ``[0, 1]``; the
+        densities of the split and top priors evaluated directly (equal to the change of
+        variables through :meth:`encode`)."""
         z = squeeze(y - 0.5)
         log_p = y.new_zeros(y.shape[0])
         for level, block in enumerate(self.blocks):
@@ -210,10 +200,6 @@ class Glow(nn.Module):
                 log_p = log_p + log_p_z2
                 z = squeeze(z1)
         return log_p + gaussian_log_prob(z, *self.top_prior_params(z.shape[0], z))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` sees the loss)."""
-        return self.log_prob(y)
 
     def encode(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised latents ``(N, D)`` and ``log|det d eps / d y|`` ``(N,)``."""
@@ -235,11 +221,7 @@ class Glow(nn.Module):
 
     def decode(self, eps: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`encode`: standardised latents ``(N, D)`` -> image (unclamped)."""
-        sizes = [c * h * w for c, h, w in self.latent_shapes]
-        parts = [
-            part.reshape(-1, *shape)
-            for part, shape in zip(eps.split(sizes, dim=1), self.latent_shapes, strict=True)
-        ]
+        parts = split_latents(eps, self.latent_shapes)
         mean, log_std = self.top_prior_params(eps.shape[0], eps)
         z = mean + torch.exp(log_std) * parts[-1]
         for level in reversed(range(len(self.blocks))):
@@ -249,20 +231,6 @@ class Glow(nn.Module):
                 z = split.inverse(z1, split.sample(z1, noise=parts[level]))
             z = self.blocks[level].inverse(z)
         return unsqueeze(z) + 0.5
-
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` images in ``[0, 1]``; ``temperature`` scales every prior's standard deviation.
-
-        Runs in eval mode (no actnorm initialises on samples), then restores the model's mode.
-        """
-        reference = next(self.parameters())
-        eps = torch.randn(n, self.num_dims, dtype=reference.dtype, device=reference.device)
-        was_training = self.training
-        try:
-            return self.eval().decode(temperature * eps).clamp(0.0, 1.0)
-        finally:
-            self.train(was_training)
 
 
 @register(task="density", paper=PAPER, table="density", row="Glow", notes=NOTES)

@@ -28,17 +28,10 @@ otherwise); batch norms have a shift but no scale. The width doubles at each sca
 channel-wise couplings use twice the scale's width. Each coupling is followed by the paper's
 batch normalisation of its output (:class:`~flows.layers.BatchNormFlow`).
 
-Interface (every density model of the suite):
-
-* ``log_prob(y) -> (N,)``: log-density in nats of the dequantized image ``y`` in ``[0, 1]``,
-  the logit transform's log-Jacobian included; ``forward(y)`` returns the same. Bits/dim add
-  ``D log(levels)`` (done by the runner, not here).
-* ``sample(n, temperature=1.0) -> (n, C, H, W)`` in ``[0, 1]`` (clamped); the temperature
-  multiplies the standard deviation of the latents, 0 gives the mode path (all latents 0).
-* ``encode(y) -> (z, logdet)``: the latents, flattened and concatenated (factored-out halves
-  from the first scale on, then the final scale's output), shape ``(N, D)``, and
-  ``log|det dz/dy|``; ``log_prob(y) = log N(z; 0, I) + logdet``. ``decode(z)`` is its inverse
-  (unclamped).
+Interface: that of every density model of the suite, :class:`~flows.models.image_flow.ImageFlow`
+(``log_prob``, ``forward``, ``encode``, ``decode``, ``sample``, ``num_dims``). ``log_prob``
+includes the logit transform's log-Jacobian; ``encode`` returns the factored-out halves from
+the first scale on, then the final scale's output, flattened and concatenated.
 
 The batch norms make the model's output depend on the batch in training mode (as in the
 paper); in eval mode it is a fixed bijection and ``decode(encode(y)) == y``.
@@ -68,14 +61,15 @@ from flows.layers import (
     AffineCoupling,
     BatchNormFlow,
     FlowSequence,
+    InvertibleLayer,
     LogitTransform,
     checkerboard_mask,
-    gaussian_log_prob,
     squeeze,
     squeeze_ordered,
     unsqueeze,
     unsqueeze_ordered,
 )
+from flows.models.image_flow import ImageFlow, split_latents
 from flows.registry import register
 
 __all__ = [
@@ -249,7 +243,7 @@ def _coupling(
     return layers
 
 
-class RealNVPScale(nn.Module):
+class RealNVPScale(InvertibleLayer):
     """One scale: checkerboard couplings, then (unless final) squeezed channel-wise ones."""
 
     def __init__(
@@ -293,7 +287,7 @@ class RealNVPScale(nn.Module):
         return self.checkerboard.inverse(y)
 
 
-class RealNVP(nn.Module):
+class RealNVP(ImageFlow):
     """The RealNVP density model (see the module docstring).
 
     Args:
@@ -318,7 +312,7 @@ class RealNVP(nn.Module):
         batch_norm: bool = True,
         alpha: float = 0.05,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, image_size)
         if scales < 1:
             raise ValueError(f"scales must be positive, got {scales}")
         if image_size % 2 ** (scales - 1):
@@ -326,7 +320,6 @@ class RealNVP(nn.Module):
                 f"image_size {image_size} is not divisible by 2 ** (scales - 1) = "
                 f"{2 ** (scales - 1)} (one squeeze per scale before the last)"
             )
-        self.image_shape = (in_channels, image_size, image_size)
         self.logit = LogitTransform(alpha)
         layers, self.latent_shapes = [], []
         channels, side = in_channels, image_size
@@ -338,12 +331,6 @@ class RealNVP(nn.Module):
                 channels, side = 2 * channels, side // 2
         self.latent_shapes.append((channels, side, side))
         self.scales = nn.ModuleList(layers)
-
-    @property
-    def num_dims(self) -> int:
-        """``D = C * H * W``."""
-        c, h, w = self.image_shape
-        return c * h * w
 
     def encode(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents ``(N, D)`` and ``log|det dz/dy|`` ``(N,)``, logit transform included."""
@@ -360,11 +347,7 @@ class RealNVP(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`encode` (unclamped image)."""
-        sizes = [c * h * w for c, h, w in self.latent_shapes]
-        parts = [
-            part.reshape(-1, *shape)
-            for part, shape in zip(z.split(sizes, dim=1), self.latent_shapes, strict=True)
-        ]
+        parts = split_latents(z, self.latent_shapes)
         h = parts[-1]
         for index in reversed(range(len(self.scales))):
             scale = self.scales[index]
@@ -372,30 +355,6 @@ class RealNVP(nn.Module):
                 h = unsqueeze_ordered(torch.cat([h, parts[index]], dim=1))
             h = scale.inverse(h)
         return self.logit.inverse(h)
-
-    def log_prob(self, y: torch.Tensor) -> torch.Tensor:
-        """``log p(y)`` in nats per sample, ``y`` the dequantized image in ``[0, 1]``."""
-        z, logdet = self.encode(y)
-        return gaussian_log_prob(z) + logdet
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` sees the loss)."""
-        return self.log_prob(y)
-
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` images in ``[0, 1]``; ``temperature`` scales the latents' standard deviation.
-
-        Runs in eval mode (batch norms use their running averages and nothing is updated),
-        then restores the model's mode.
-        """
-        reference = next(self.parameters())
-        z = torch.randn(n, self.num_dims, dtype=reference.dtype, device=reference.device)
-        was_training = self.training
-        try:
-            return self.eval().decode(temperature * z).clamp(0.0, 1.0)
-        finally:
-            self.train(was_training)
 
 
 @register(task="density", paper=PAPER, table="density", row="RealNVP", notes=NOTES)
