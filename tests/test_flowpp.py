@@ -4,7 +4,9 @@ dequantizer's density by numerical integration, and the published parameter coun
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 
 import pytest
 import torch
@@ -266,6 +268,17 @@ def test_parameter_counts_equal_the_official_code(name: str, expected: int) -> N
     assert count == expected == get_info(name).published_params
     if name == "flowpp_cifar10":
         assert abs(count - 31.4e6) / 31.4e6 < 0.01  # the paper's "31.4M"
+
+
+@pytest.mark.parametrize("name", flows.list_models("flowpp*"))
+def test_builders_pass_each_argument_on_under_its_own_name(name: str) -> None:
+    """Configs set a builder's arguments by keyword; the builder hands them to
+    :class:`FlowPlusPlus` under the same names, so each is a parameter of the same type."""
+    builder = get_info(name).builder
+    hints = typing.get_type_hints(builder)
+    model_hints = typing.get_type_hints(FlowPlusPlus.__init__)
+    for parameter in inspect.signature(builder).parameters:
+        assert hints[parameter] == model_hints[parameter], parameter
 
 
 def test_bad_arguments_name_what_is_wrong() -> None:

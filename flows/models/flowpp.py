@@ -519,6 +519,16 @@ class FlowPlusPlus(ImageFlow):
         return self.preprocess.inverse(h)
 
 
+def _build(arguments: dict[str, object], **fixed: object) -> FlowPlusPlus:
+    """``FlowPlusPlus(**arguments, **fixed)``, the body of every Flow++ builder.
+
+    ``arguments`` are the builder's own parameters, its ``locals()`` on entry: each builder
+    names and type-hints the settings a config may change (with :class:`FlowPlusPlus`'s names
+    for them) and passes the ones it fixes as ``fixed``.
+    """
+    return FlowPlusPlus(**arguments, **fixed)  # type: ignore[arg-type]
+
+
 NOTES = (
     "official CIFAR-10 code (run_cifar.py): data-dependent initialisation from the first "
     "training batch (64 images; the official code uses a separate batch of 128)"
@@ -548,20 +558,7 @@ def flowpp_cifar10(
     dequantization: str = "variational",
 ) -> FlowPlusPlus:
     """Flow++ for CIFAR-10 (31,443,440 parameters, as printed in ``run_cifar.py``)."""
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        components,
-        heads,
-        dropout,
-        coupling,
-        attention,
-        dequantization,
-        dequant_filters,
-        dequant_blocks,
-    )
+    return _build(locals())
 
 
 @register(
@@ -582,16 +579,7 @@ def flowpp_cifar10_uniform(
     dropout: float = 0.2,
 ) -> FlowPlusPlus:
     """Ablation: uniform dequantization (no dequantizer; 104 filters, 32,324,408 parameters)."""
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        components,
-        heads,
-        dropout,
-        dequantization="uniform",
-    )
+    return _build(locals(), dequantization="uniform")
 
 
 @register(
@@ -613,18 +601,7 @@ def flowpp_cifar10_affine(
     dequant_blocks: int = 2,
 ) -> FlowPlusPlus:
     """Ablation: affine instead of logistic-mixture couplings (108 filters, 32,045,708)."""
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        0,
-        heads,
-        dropout,
-        coupling="affine",
-        dequant_filters=dequant_filters,
-        dequant_blocks=dequant_blocks,
-    )
+    return _build(locals(), components=0, coupling="affine")
 
 
 @register(
@@ -650,18 +627,7 @@ def flowpp_cifar10_no_attention(
 
     ``heads`` is accepted for a uniform interface with the other variants and unused.
     """
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        components,
-        heads,
-        dropout,
-        attention=False,
-        dequant_filters=dequant_filters,
-        dequant_blocks=dequant_blocks,
-    )
+    return _build(locals(), attention=False)
 
 
 @register(
@@ -685,14 +651,8 @@ def flowpp_imagenet32(
     dropout: float = 0.0,
 ) -> FlowPlusPlus:
     """Flow++ for ImageNet 32x32 (168,955,724 parameters, as printed in the launcher)."""
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        components,
-        heads,
-        dropout,
+    return _build(
+        locals(),
         dequant_filters=filters,
         dequant_blocks=8,
         stages=IMAGENET32_STAGES,
@@ -728,14 +688,8 @@ def flowpp_imagenet64(
     dropout: float = 0.0,
 ) -> FlowPlusPlus:
     """Flow++ for ImageNet 64x64 (73,489,960 parameters, as printed in the launcher)."""
-    return FlowPlusPlus(
-        in_channels,
-        image_size,
-        filters,
-        blocks,
-        components,
-        heads,
-        dropout,
+    return _build(
+        locals(),
         dequant_filters=filters,
         dequant_blocks=5,
         stages=IMAGENET64_STAGES,
