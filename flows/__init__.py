@@ -9,6 +9,7 @@ Example:
     >>> model = flows.create("resnet32", num_classes=100)
 """
 
+import flows.models  # noqa: F401 (importing the model modules registers them)
 from flows.layers.base import InvertibleLayer
 from flows.registry import ModelInfo, UnknownModelError, create, get_info, list_models
 

@@ -1,7 +1,9 @@
 """A registry of named model builders with the metadata of the papers they reproduce.
 
 Modelled on timm's ``create_model`` / ``list_models``: every published architecture is one
-builder function, registered under the name used in configs and tables.
+builder function, registered under the name used in configs and tables. The model modules
+import :func:`register` from here; importing :mod:`flows` imports them all (as ``timm`` does),
+so the registry is full whenever it is used and this module imports none of them.
 
 Example:
     >>> from flows import registry
@@ -97,14 +99,8 @@ def register(
     return decorator
 
 
-def _ensure_models_imported() -> None:
-    # Importing the model modules runs their @register decorators.
-    import flows.models  # noqa: F401
-
-
 def get_info(name: str) -> ModelInfo:
     """Return the metadata of a registered model, or raise :class:`UnknownModelError`."""
-    _ensure_models_imported()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -123,7 +119,6 @@ def create(name: str, **overrides: object) -> nn.Module:
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
     """Sorted names of registered models matching a shell-style ``pattern`` (and ``task``)."""
-    _ensure_models_imported()
     return sorted(
         name
         for name, info in _REGISTRY.items()
