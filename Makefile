@@ -10,7 +10,10 @@ BENCH_PROFILE ?= quick
 # Tables whose models cannot train on a CPU: `make bench` measures their architectures only
 # (parameters, activation memory per image, inversion error, the inversion figure).
 PROBE_CONFIGS ?= configs/imagenet.yaml
-# Memory benchmark size for `make bench` (the CLI defaults are batch 128 and a deeper sweep).
+# Worker processes sharing the rows and probes of `make bench` (and `make study`).
+BENCH_JOBS ?= 2
+# Memory benchmark size for `make memory`, as in `make bench` (the CLI defaults of `memory`
+# are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
 
 # Checkpoints of `make bench` and `make study`, one folder per revision: rerunning either at the
@@ -36,25 +39,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Train every model of the default configs on the embedded digits data, measure memory and
-# speed of the reversible models against their baselines, probe the ImageNet architectures,
-# then rewrite results/.
+# The main job, in one command and one interpreter: the memory benchmark (alone, its
+# step-time ratios need the whole machine), then every row of the default configs on the
+# embedded digits and the ImageNet architecture probes, shared among BENCH_JOBS worker
+# processes (one thread each on 2 cores), then results/ is rewritten.
 bench: $(STAMP)
-	@for config in $(BENCH_CONFIGS); do \
-		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) $(RUN_ARGS) || exit $$?; \
-	done
-	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
-	@for config in $(PROBE_CONFIGS); do \
-		$(PYTHON) -m benchmarks probe $$config || exit $$?; \
-	done
-	$(PYTHON) -m benchmarks tables
+	$(PYTHON) -m benchmarks bench --profile $(BENCH_PROFILE) --configs $(BENCH_CONFIGS) \
+		--probe-configs $(PROBE_CONFIGS) --jobs $(BENCH_JOBS) $(RUN_ARGS)
 
 # Train the studies' rows once per seed of the profile, draw the VAE posterior figure, then
 # rewrite results/.
 study: $(STAMP)
-	@for config in $(STUDY_CONFIGS); do \
-		$(PYTHON) -m benchmarks run $$config --profile $(BENCH_PROFILE) $(RUN_ARGS) || exit $$?; \
-	done
+	$(PYTHON) -m benchmarks run $(STUDY_CONFIGS) --profile $(BENCH_PROFILE) --jobs $(BENCH_JOBS) \
+		$(RUN_ARGS)
 	$(PYTHON) -m benchmarks posterior-figure
 	$(PYTHON) -m benchmarks tables
 
@@ -82,9 +79,9 @@ regress-update: $(STAMP)
 
 # How far the gate's figures spread across CPU kernels (AVX2, SSE4.1) and thread counts, each
 # measured in a fresh process, beside the tolerances of results/baseline.json (REGRESS_SPREAD_ARGS:
-# e.g. --env 1-thread sse41 --save spread/ --write-tolerances; see benchmarks/regress_spread.py).
+# e.g. --env 1-thread sse41 --save spread/ --write-tolerances; see benchmarks/measure/gate_spread.py).
 regress-spread: $(STAMP)
-	$(PYTHON) -m benchmarks.regress_spread $(REGRESS_SPREAD_ARGS)
+	$(PYTHON) -m benchmarks.measure.gate_spread $(REGRESS_SPREAD_ARGS)
 
 # Micro-benchmarks of the flow layers, saved as results/perf/<revision>.json; compare two
 # revisions with `.venv/bin/pytest-benchmark compare results/perf/A.json results/perf/B.json`.

@@ -26,6 +26,7 @@ from typing import NoReturn
 from benchmarks import preflight
 from benchmarks.config import PRECISIONS, PROFILES, load_config
 from benchmarks.errors import BenchmarkError, RegressionFound
+from benchmarks.tasks import TASKS
 from flows.registry import UnknownModelError, get_info, list_models
 
 __all__ = ["main"]
@@ -44,12 +45,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _all_datasets() -> list[str]:
     """Every dataset some config's runner can load; each config's task narrows it."""
-    names = {
-        name
-        for task in ("classification", "density", "latent-variable")
-        for name in preflight.task_datasets(task)
-    }
-    return sorted(names)
+    return sorted({name for task in TASKS.values() for name in task.dataset_names})
+
+
+def _shared_options() -> tuple[argparse.ArgumentParser, ...]:
+    """The options several commands share, declared once: ``--device``, ``--tracking-uri``
+    and ``--out`` (parent parsers of the commands that take them)."""
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", help=_TRACKING_HELP)
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", type=Path, default=Path("results"), help=_OUT_HELP)
+    return device, tracking, out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,9 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark suite for invertible and reversible networks and flows.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    device, tracking, out = _shared_options()
 
-    run = commands.add_parser("run", help="train and evaluate the models of a config")
-    run.add_argument("config", help="YAML experiment, e.g. configs/cifar.yaml")
+    run = commands.add_parser(
+        "run", help="train and evaluate the models of a config", parents=[device, tracking]
+    )
+    run.add_argument(
+        "config", nargs="+", help="YAML experiment(s), e.g. configs/cifar.yaml configs/density.yaml"
+    )
     run.add_argument(
         "--profile",
         choices=PROFILES,
@@ -80,7 +95,6 @@ def _parser() -> argparse.ArgumentParser:
         help="override the profile's datasets with this one (one the config's task reads: "
         "mnist for VAEs, imagenet and digits64 for classifiers, ...)",
     )
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument(
         "--data-dir", type=Path, help="folder holding the real datasets (e.g. cifar-10-batches-py/)"
     )
@@ -108,10 +122,6 @@ def _parser() -> argparse.ArgumentParser:
         help="where checkpoints are written; checked writable before training (default: runs/)",
     )
     run.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
-    )
-    run.add_argument(
         "--workers",
         type=int,
         help="processes decoding images for datasets read from files, e.g. ImageNet; 0 "
@@ -134,17 +144,75 @@ def _parser() -> argparse.ArgumentParser:
         help="torch.compile the training step with BACKEND, one of "
         "torch._dynamo.list_backends() or eager/aot_eager (default backend: inductor)",
     )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="train the rows in N worker processes, CPUs/N threads each (default: 1, the "
+        "configs one after the other in this process)",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    tables = commands.add_parser("tables", help="compile results/ tables from MLflow")
+    bench = commands.add_parser(
+        "bench",
+        help="the main job (make bench): memory benchmark, then every row of the bench "
+        "configs and the architecture probes in worker processes, then the tables",
+        parents=[device, tracking, out],
+    )
+    bench.add_argument(
+        "--configs",
+        nargs="+",
+        default=["configs/cifar.yaml", "configs/density.yaml"],
+        metavar="CONFIG",
+        help="configs whose rows are trained (default: configs/cifar.yaml configs/density.yaml)",
+    )
+    bench.add_argument(
+        "--probe-configs",
+        nargs="*",
+        default=["configs/imagenet.yaml"],
+        metavar="CONFIG",
+        help="configs whose architectures are probed (default: configs/imagenet.yaml)",
+    )
+    bench.add_argument("--profile", choices=PROFILES, default="quick", help="(default: quick)")
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="worker processes for the rows and probes, CPUs/N threads each (default: 2)",
+    )
+    bench.add_argument("--runs-dir", type=Path, default=Path("runs"), help="(default: runs/)")
+    bench.add_argument(
+        "--resume", action="store_true", help="continue or reuse the rows' checkpoints"
+    )
+    bench.add_argument(
+        "--memory-batch-size", type=int, default=32, help="memory benchmark batch (default 32)"
+    )
+    bench.add_argument(
+        "--memory-sweep",
+        type=int,
+        nargs="*",
+        default=[3, 9],
+        metavar="N",
+        help="memory benchmark depth sweep (default: 3 9)",
+    )
+    bench.add_argument(
+        "--memory-repeats", type=int, default=3, help="memory benchmark timed steps (default 3)"
+    )
+    bench.add_argument(
+        "--configs-dir", type=Path, default=Path("configs"), help="folder of the YAML configs"
+    )
+
+    tables = commands.add_parser(
+        "tables", help="compile results/ tables from MLflow", parents=[tracking, out]
+    )
     tables.add_argument(
         "--configs-dir", type=Path, default=Path("configs"), help="folder of the YAML configs"
     )
-    tables.add_argument("--out", type=Path, default=Path("results"), help="folder of the tables")
-    tables.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     memory = commands.add_parser(
-        "memory", help="memory and speed of one training step, reversible vs baselines"
+        "memory",
+        help="memory and speed of one training step, reversible vs baselines",
+        parents=[device, tracking, out],
     )
     memory.add_argument("--batch-size", type=int, default=128)
     memory.add_argument("--resolution", type=int, default=32, help="image side (default 32)")
@@ -163,15 +231,13 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the paper's ResNet-32/110/164 and RevNet-38/110/164",
     )
     memory.add_argument("--repeats", type=int, default=5, help="timed steps per case")
-    memory.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    memory.add_argument("--out", type=Path, default=Path("results"), help=_OUT_HELP)
     memory.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
-    memory.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     probe = commands.add_parser(
         "probe",
         help="parameters, memory per image and inversion error of a config's models at the "
         "published input size, and the inversion figure",
+        parents=[device, tracking, out],
     )
     probe.add_argument("config", help="YAML experiment with a probe section: configs/imagenet.yaml")
     probe.add_argument("--models", nargs="+", metavar="NAME", help="only these models")
@@ -183,13 +249,11 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint such as runs/imagenet/irevnet_b-imagenet-paper-seed0/last.pt); repeatable",
     )
     probe.add_argument("--no-figure", action="store_true", help="skip the inversion figure")
-    probe.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    probe.add_argument("--out", type=Path, default=Path("results"), help="folder of the figure")
-    probe.add_argument("--tracking-uri", help=_TRACKING_HELP)
 
     speed = commands.add_parser(
         "flow-speed",
         help="training images/s of Glow and RealNVP, beside normflows' Glow (optional extra)",
+        parents=[device, out],
     )
     speed.add_argument("--levels", type=int, default=3, help="Glow levels L (default 3)")
     speed.add_argument("--steps", type=int, default=8, help="Glow steps per level K (default 8)")
@@ -197,19 +261,15 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-size", type=int, default=16)
     speed.add_argument("--repeats", type=int, default=5, help="timed steps per model")
     speed.add_argument("--no-peer", action="store_true", help="skip normflows")
-    speed.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    speed.add_argument("--out", type=Path, default=Path("results"), help=_OUT_HELP)
     speed.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
 
     posterior = commands.add_parser(
         "posterior-figure",
         help="the lecture's toy figure: Gaussian vs IAF posteriors of a 2-D latent VAE",
+        parents=[out],
     )
     posterior.add_argument("--seed", type=int, default=0)
     posterior.add_argument("--steps", type=int, default=3000, help="Adam steps per model")
-    posterior.add_argument(
-        "--out", type=Path, default=Path("results"), help="folder of vae_posteriors.png"
-    )
 
     regress = commands.add_parser(
         "regress",
@@ -250,11 +310,12 @@ _REPLACE_HELP = (
 
 
 def _run(args: argparse.Namespace) -> None:
-    from benchmarks.runner import RunRequest, run_config
+    from benchmarks.run import RunRequest
+    from benchmarks.workers import run_configs
 
-    run_config(
+    requests = [
         RunRequest(
-            config_path=args.config,
+            config_path=config,
             profile=args.profile,
             models=args.models,
             dataset=args.dataset,
@@ -269,7 +330,9 @@ def _run(args: argparse.Namespace) -> None:
             workers=args.workers,
             overrides=_runtime_overrides(args),
         )
-    )
+        for config in args.config
+    ]
+    run_configs(requests, jobs=args.jobs)
 
 
 def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -284,6 +347,31 @@ def _runtime_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from benchmarks.bench import BenchRequest, run_bench
+    from benchmarks.measure.memory_report import MemoryRequest
+
+    run_bench(
+        BenchRequest(
+            configs=tuple(args.configs),
+            probe_configs=tuple(args.probe_configs),
+            profile=args.profile,
+            jobs=args.jobs,
+            runs_dir=args.runs_dir,
+            resume=args.resume,
+            device=args.device,
+            tracking_uri=args.tracking_uri,
+            out=args.out,
+            configs_dir=args.configs_dir,
+            memory=MemoryRequest(
+                batch_size=args.memory_batch_size,
+                sweep=tuple(args.memory_sweep),
+                repeats=args.memory_repeats,
+            ),
+        )
+    )
+
+
 def _tables(args: argparse.Namespace) -> None:
     from benchmarks.tables import compile_tables
 
@@ -295,78 +383,43 @@ def _tables(args: argparse.Namespace) -> None:
 
 
 def _memory(args: argparse.Namespace) -> None:
-    from benchmarks.memory import measure_cases, paper_cases, sweep_cases
-    from benchmarks.memory_report import write_memory_report
-    from benchmarks.runner import resolve_device
-    from benchmarks.tracking import environment_tags, resolve_tracking_uri
+    from benchmarks.measure.memory_report import MemoryRequest, run_memory
 
-    if args.batch_size <= 0 or args.resolution < 8 or args.repeats <= 0:
-        raise BenchmarkError("--batch-size and --repeats must be positive, --resolution >= 8")
-    if any(units <= 0 for units in args.sweep):
-        raise BenchmarkError(f"--sweep {' '.join(map(str, args.sweep))}: N must be positive")
-    preflight.check_device(args.device)
-    device = resolve_device(args.device)
-    cases = ([] if args.no_paper else paper_cases()) + sweep_cases(args.sweep)
-    if not cases:
-        raise BenchmarkError("nothing to measure: drop --no-paper or give --sweep N ...")
-    preflight.check_writable_folder(args.out, "--out")
-    preflight.check_replacement(
-        args.out / "memory.csv",
-        {"batch_size": args.batch_size, "resolution": args.resolution, "repeats": args.repeats},
-        {f"{case.group}/{case.name}" for case in cases},
-        lambda row: f"{row.get('group')}/{row.get('case')}",
-        args.replace,
+    request = MemoryRequest(
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        sweep=tuple(args.sweep),
+        paper=not args.no_paper,
+        repeats=args.repeats,
+        device=args.device,
+        out=args.out,
+        replace=args.replace,
+        tracking_uri=args.tracking_uri,
     )
-    preflight.check_tracking(args.tracking_uri)
-    rows = measure_cases(
-        cases,
-        args.batch_size,
-        args.resolution,
-        device,
-        args.repeats,
-        progress=lambda name: print(f"measuring {name}", flush=True),
-    )
-    environment = environment_tags(device)
-    settings = {
-        "batch_size": args.batch_size,
-        "resolution": args.resolution,
-        "repeats": args.repeats,
-        "sweep": args.sweep,
-        "device": device.type,
-        "device_name": environment["device_name"],
-    }
-    for path in write_memory_report(
-        rows, settings, args.out, resolve_tracking_uri(args.tracking_uri), environment
-    ):
+    for path in run_memory(request):
         print(f"wrote {path}")
 
 
 def _probe(args: argparse.Namespace) -> None:
-    from benchmarks.architecture_report import ProbeRequest, parse_checkpoints, run_probes
-
-    checkpoints = parse_checkpoints(args.checkpoint)
-    preflight.check_device(args.device)
-    if not args.no_figure:
-        preflight.check_writable_folder(args.out, "--out")
-    preflight.check_tracking(args.tracking_uri)
-    rows, figure = run_probes(
-        ProbeRequest(
-            config_path=args.config,
-            models=args.models,
-            device=args.device,
-            tracking_uri=args.tracking_uri,
-            out_dir=args.out,
-            checkpoints=checkpoints,
-            figure=not args.no_figure,
-        )
+    from benchmarks.measure.architecture_probe import (
+        ProbeRequest,
+        describe_probe,
+        parse_checkpoints,
+        run_probes,
     )
+
+    request = ProbeRequest(
+        config_path=args.config,
+        models=args.models,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+        out_dir=args.out,
+        checkpoints=parse_checkpoints(args.checkpoint),
+        figure=not args.no_figure,
+    )
+    rows, figure = run_probes(request)
     for row in rows:
-        inversion = row["inversion_max_abs_error"]
-        print(
-            f"{row['model']}: {int(row['params']):,} params | "
-            f"{row['held_bytes_per_image'] / 2**20:.1f} MiB activations / image"
-            + ("" if inversion != inversion else f" | inversion error {inversion:.1e}")
-        )
+        print(describe_probe(row))
     if figure is not None:
         print(f"wrote {figure}")
 
@@ -376,15 +429,15 @@ def _flow_speed(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from benchmarks.checkpoint import write_text_atomic
-    from benchmarks.flow_speed import (
+    from benchmarks.core.device import resolve_device
+    from benchmarks.core.files import write_text_atomic
+    from benchmarks.measure.flow_speed import (
         FlowSpeedSettings,
         measure_flow_speed,
         model_names,
         render_flow_speed,
     )
-    from benchmarks.runner import resolve_device
-    from benchmarks.tracking import device_name
+    from benchmarks.reporting.tracking import device_name
 
     peer = not args.no_peer
     if peer and importlib.util.find_spec("normflows") is None:
@@ -424,7 +477,7 @@ def _flow_speed(args: argparse.Namespace) -> None:
 
 
 def _posterior_figure(args: argparse.Namespace) -> None:
-    from benchmarks.posterior_figure import write_posterior_figure
+    from benchmarks.tasks.vae.posterior_figure import write_posterior_figure
 
     if args.steps <= 0:
         raise BenchmarkError("--steps must be positive")
@@ -440,15 +493,15 @@ def _posterior_figure(args: argparse.Namespace) -> None:
 def _regress(args: argparse.Namespace) -> None:
     import torch
 
-    from benchmarks.regress_probes import measure_all
-    from benchmarks.regression import (
+    from benchmarks.measure.gate import (
         ACCEPT_COMMAND,
         compare,
         load_baseline,
         render_changes,
         update_baseline,
     )
-    from benchmarks.tracking import environment_tags
+    from benchmarks.measure.gate_probes import measure_all
+    from benchmarks.reporting.tracking import environment_tags
 
     preflight.check_configs_dir(args.configs_dir)
     started = time.perf_counter()
@@ -514,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handler = {
         "run": _run,
+        "bench": _bench,
         "tables": _tables,
         "memory": _memory,
         "probe": _probe,
@@ -530,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchmarkError, UnknownModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM as benchmarks.lifecycle.Interrupted
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM as benchmarks.core.lifecycle.Interrupted
         by = f" by {stop}" if str(stop).startswith("SIG") else ""
         print(
             f"interrupted{by}: rerun the same command with --resume to continue from the last "

@@ -44,7 +44,6 @@ __all__ = [
 
 PROFILES = ("paper", "quick", "smoke")
 OPTIMIZERS = ("sgd", "adam", "adamax")
-TASKS = ("classification", "density", "latent-variable")
 LAYOUTS = ("", "ablation")
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SEED = 2**63 - 1  # the largest seed the suite mixes into its generators
@@ -535,15 +534,8 @@ def _check_builder_types(builder: typing.Callable, args: dict[str, Any], where: 
 def _check_names(config: Config, where: str) -> None:
     import inspect
 
-    from benchmarks.data import DATASETS
-    from benchmarks.density_data import DENSITY_DATASETS
-    from benchmarks.vae_data import BINARY_DATASETS
     from flows.registry import UnknownModelError, get_info
 
-    if config.task not in TASKS:
-        raise ConfigError(
-            f"{where}: key 'task': {config.task!r} is not a task; use one of {', '.join(TASKS)}"
-        )
     for name in config.models:
         try:
             info = get_info(name)
@@ -588,15 +580,3 @@ def _check_names(config: Config, where: str) -> None:
                 if arg not in accepted:
                     _unknown_key(f"{key}.{name}.{arg}", list(accepted), where)
             _check_builder_types(builder, args, f"{where}: key '{key}.{name}")
-    known = {"density": DENSITY_DATASETS, "latent-variable": BINARY_DATASETS}.get(
-        config.task, DATASETS
-    )
-    datasets = list(config.datasets)
-    for profile in config.profiles.values():
-        datasets += profile.datasets or []
-    for name in datasets:
-        if name not in known:
-            raise ConfigError(
-                f"{where}: unknown dataset {name!r}; known {config.task} datasets: "
-                f"{', '.join(known)}"
-            )

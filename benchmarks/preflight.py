@@ -33,17 +33,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from benchmarks.config import MAX_SEED, load_config
-from benchmarks.errors import BenchmarkError, ConfigError, DeviceError, TrackingError
-from benchmarks.tracking import (
+from benchmarks.core.device import check_device
+from benchmarks.errors import BenchmarkError, ConfigError, TrackingError
+from benchmarks.reporting.tracking import (
     check_tracking_uri,
     mask_credentials,
     resolve_tracking_uri,
     tracking_uri_source,
 )
+from benchmarks.tasks import task_of
 
 if TYPE_CHECKING:
     from benchmarks.config import ResolvedConfig
-    from benchmarks.runner import RunRequest
+    from benchmarks.run import RunRequest
 
 __all__ = [
     "check_compile_backends",
@@ -60,7 +62,6 @@ __all__ = [
     "check_writable_folder",
     "fetch_datasets",
     "model_pattern",
-    "task_datasets",
 ]
 
 _GLOB_CHARACTERS = "*?["
@@ -81,27 +82,6 @@ def check_run(request: RunRequest, resolved: ResolvedConfig) -> None:
     models = [name for name in request.models or resolved.models if name in resolved.config.models]
     check_compile_backends(resolved, models, request.overrides)
     check_model_builds(resolved, models, datasets)
-
-
-def check_device(name: str) -> None:
-    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` with ``N`` a GPU of this machine
-    (whether CUDA is there at all is :func:`~benchmarks.runner.resolve_device`'s check)."""
-    if name in ("auto", "cpu"):
-        return
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type != "cuda" or device.index is None or not torch.cuda.is_available():
-        return
-    count = torch.cuda.device_count()
-    if device.index >= count:
-        raise DeviceError(
-            f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
-            f"cuda:{count - 1}; pick one of them or use --device cuda"
-        )
 
 
 def check_seeds(seeds: Sequence[int] | None) -> None:
@@ -232,21 +212,6 @@ def check_compile_backends(
             )
 
 
-def task_datasets(task: str) -> Mapping[str, object]:
-    """The datasets the runner of ``task`` can load (name -> loader or spec)."""
-    if task == "density":
-        from benchmarks.density_data import DENSITY_DATASETS
-
-        return DENSITY_DATASETS
-    if task == "latent-variable":
-        from benchmarks.vae_data import BINARY_DATASETS
-
-        return BINARY_DATASETS
-    from benchmarks.data import DATASETS
-
-    return DATASETS
-
-
 def check_datasets(
     resolved: ResolvedConfig,
     datasets: Sequence[str],
@@ -255,33 +220,16 @@ def check_datasets(
 ) -> None:
     """Each dataset suits the config's task and can be read from ``data_dir`` (or, with
     ``download``, fetched into a writable ``data_dir``), without loading it."""
-    task, path = resolved.config.task, resolved.config.path
-    known = task_datasets(task)
+    task, path = task_of(resolved.config), resolved.config.path
+    known = task.dataset_names
     for name in datasets:
         if name not in known:
             raise ConfigError(
-                f"--dataset {name}: not a dataset of {task} models ({path}); use one of "
+                f"--dataset {name}: not a dataset of {task.name} models ({path}); use one of "
                 f"{', '.join(known)}"
             )
-        if _check_dataset_source(task, name, data_dir, download):
+        if task.check_source(name, data_dir, download):
             check_writable_folder(data_dir, "--data-dir")  # --download will write there
-
-
-def _check_dataset_source(
-    task: str, name: str, data_dir: str | Path | None, download: bool
-) -> bool:
-    """The task's own check of dataset ``name``; True if ``download`` will write."""
-    if task == "density":
-        from benchmarks.density_data import check_density_source
-
-        return check_density_source(name, data_dir, download)
-    if task == "latent-variable":
-        from benchmarks.vae_data import check_binary_source
-
-        return check_binary_source(name, data_dir, download)
-    from benchmarks.data import check_dataset_source
-
-    return check_dataset_source(name, data_dir, download)
 
 
 def fetch_datasets(request: RunRequest, resolved: ResolvedConfig) -> None:
@@ -289,32 +237,9 @@ def fetch_datasets(request: RunRequest, resolved: ResolvedConfig) -> None:
     now, so that a failed download stops the run before its first row trains (not after)."""
     if not request.download:
         return
-    from benchmarks.data import fetch_cifar
-    from benchmarks.vae_data import fetch_mnist
-
+    task = task_of(resolved.config)
     for name in [request.dataset] if request.dataset else resolved.datasets:
-        if name in ("cifar10", "cifar100"):
-            fetch_cifar(name, request.data_dir)
-        elif name == "mnist":
-            fetch_mnist(request.data_dir)
-
-
-def _builder_inputs(task: str, dataset: str) -> dict[str, int]:
-    """What the runner of ``task`` passes a builder for ``dataset``, besides ``model_args``."""
-    if task == "density":
-        from benchmarks.density_data import DENSITY_SHAPES
-
-        channels, size = DENSITY_SHAPES[dataset]
-        return {"in_channels": channels, "image_size": size}
-    if task == "latent-variable":
-        from benchmarks.vae_data import BINARY_SHAPES
-
-        channels, size = BINARY_SHAPES[dataset]
-        return {"in_channels": channels, "image_size": size}
-    from benchmarks.data import DATASETS
-
-    spec = DATASETS[dataset]
-    return {"num_classes": spec.num_classes, "in_channels": spec.channels}
+        task.fetch(name, request.data_dir)
 
 
 def check_model_builds(
@@ -328,7 +253,7 @@ def check_model_builds(
     from flows.registry import create
 
     for dataset in datasets:
-        inputs = _builder_inputs(resolved.config.task, dataset)
+        inputs = task_of(resolved.config).builder_inputs(dataset)
         for name in models:
             model_args = resolved.model_kwargs(name)
             try:
@@ -368,7 +293,7 @@ def check_configs_dir(path: str | Path, flag: str = "--configs-dir") -> list[Pat
     if not configs:
         raise ConfigError(f"{flag} {path}: no *.yaml config in it; pass the configs/ folder")
     for config in configs:
-        load_config(config)
+        task_of(load_config(config))
     return configs
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.config import TrainSettings
-from benchmarks.data import ImageData, load_dataset
+from benchmarks.tasks.classification.data import load_dataset
+from benchmarks.tasks.classification.images import ImageData
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.ablation_table import build_ablation_table, build_bound_curve
 from benchmarks.cli import main
 from benchmarks.config import load_config
 from benchmarks.errors import ConfigError
 from benchmarks.tables import load_published
+from benchmarks.tasks.density.ablation_table import build_ablation_table, build_bound_curve
 from tests.conftest import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs" / "dequantization.yaml"

@@ -11,14 +11,14 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.architecture import probe_architecture, sample_photographs
-from benchmarks.architecture_report import build_architecture_table
-from benchmarks.checkpoint import save_checkpoint
 from benchmarks.cli import main
 from benchmarks.config import ProbeSettings, load_config
+from benchmarks.core.checkpoint import save_checkpoint
 from benchmarks.errors import ConfigError
-from benchmarks.inversion_figure import decoded_interpolation
+from benchmarks.measure.architecture import probe_architecture, sample_photographs
+from benchmarks.measure.inversion_figure import decoded_interpolation
 from benchmarks.tables import load_published
+from benchmarks.tasks.classification.architecture_table import build_architecture_table
 from flows.registry import create
 
 SMALL = ProbeSettings(image_size=32, batch_size=3, num_classes=10)

@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import checkpoint as checkpoint_module
-from benchmarks.checkpoint import (
+from benchmarks.core import checkpoint as checkpoint_module
+from benchmarks.core.checkpoint import (
     CheckpointWarning,
     checkpoint_problem,
     has_checkpoint,
     load_checkpoint,
     previous_checkpoint_path,
     save_checkpoint,
-    write_bytes_atomic,
-    write_text_atomic,
 )
+from benchmarks.core.files import write_bytes_atomic, write_text_atomic
 from benchmarks.errors import BenchmarkError, CheckpointError
 
 

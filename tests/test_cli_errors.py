@@ -21,7 +21,7 @@ import pytest
 from benchmarks import preflight
 from benchmarks.cli import main
 from benchmarks.errors import BenchmarkError
-from benchmarks.flow_speed import model_names
+from benchmarks.measure.flow_speed import model_names
 from tests.conftest import REPO_ROOT
 
 CIFAR = str(REPO_ROOT / "configs" / "cifar.yaml")
@@ -451,7 +451,7 @@ def _fake_flow_speed(settings: object, peer: bool, device: object) -> list[dict]
 def test_flow_speed_keeps_a_result_made_with_other_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("benchmarks.flow_speed.measure_flow_speed", _fake_flow_speed)
+    monkeypatch.setattr("benchmarks.measure.flow_speed.measure_flow_speed", _fake_flow_speed)
     out = ["--out", str(tmp_path)]
     assert main([*FLOW_SPEED, *out]) == 0
     assert main([*FLOW_SPEED, *out]) == 0  # the same settings replace it
@@ -491,7 +491,7 @@ def test_memory_keeps_a_result_made_with_other_settings(
 
 
 def test_memory_with_make_memory_s_settings_may_replace_the_committed_result() -> None:
-    from benchmarks.memory import paper_cases, sweep_cases
+    from benchmarks.measure.step_memory import paper_cases, sweep_cases
 
     cases = paper_cases() + sweep_cases([3, 9])
     preflight.check_replacement(

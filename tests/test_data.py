@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.data import Augmentation, BatchSampler, ImageData, load_dataset
+from benchmarks.core.seeds import BatchSampler
 from benchmarks.errors import DatasetNotFoundError
+from benchmarks.tasks.classification.data import load_dataset
+from benchmarks.tasks.classification.images import Augmentation, ImageData
 
 
 def test_digits_split_is_fixed_and_stratified(digits: ImageData) -> None:

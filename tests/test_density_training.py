@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 import flows
-from benchmarks.baselines import fit_pixel_categorical
-from benchmarks.checkpoint import load_checkpoint
 from benchmarks.config import TrainSettings
-from benchmarks.density_data import DiscreteImages, load_density_dataset
-from benchmarks.density_training import ExponentialMovingAverage, train_density
+from benchmarks.core.checkpoint import load_checkpoint
+from benchmarks.core.optim import learning_rate_at
 from benchmarks.errors import TrainingDivergedError
-from benchmarks.training import learning_rate_at
+from benchmarks.tasks.density.baseline import fit_pixel_categorical
+from benchmarks.tasks.density.data import DiscreteImages, load_density_dataset
+from benchmarks.tasks.density.training import ExponentialMovingAverage, train_density
 
 
 class PixelGaussian(nn.Module):

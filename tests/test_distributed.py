@@ -26,16 +26,16 @@ import torch
 import torch.multiprocessing as mp
 
 import flows
-from benchmarks.checkpoint import load_checkpoint
-from benchmarks.classifier_training import train_classifier
 from benchmarks.config import TrainSettings
-from benchmarks.data import load_dataset
-from benchmarks.density_data import load_density_dataset
-from benchmarks.density_training import train_density
-from benchmarks.distributed import DistributedBatchNorm2d, Shard, init_distributed
+from benchmarks.core.checkpoint import load_checkpoint
+from benchmarks.core.distributed import DistributedBatchNorm2d, Shard, init_distributed
 from benchmarks.errors import BenchmarkError
-from benchmarks.vae_data import load_binary_dataset
-from benchmarks.vae_training import train_vae
+from benchmarks.tasks.classification.data import load_dataset
+from benchmarks.tasks.classification.training import train_classifier
+from benchmarks.tasks.density.data import load_density_dataset
+from benchmarks.tasks.density.training import train_density
+from benchmarks.tasks.vae.data import load_binary_dataset
+from benchmarks.tasks.vae.training import train_vae
 
 STEPS, INTERRUPT_AT = 4, 2
 CLASSIFIER = TrainSettings(

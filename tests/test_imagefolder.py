@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from benchmarks.cli import main
-from benchmarks.data import load_dataset
 from benchmarks.errors import DatasetNotFoundError
-from benchmarks.imagefolder import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
+from benchmarks.tasks.classification.data import load_dataset
+from benchmarks.tasks.classification.imagenet import IMAGENET_MEAN, IMAGENET_STD, load_imagenet
 
 CLASSES = ("n01440764", "n01443537", "n01484850")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.checkpoint import CheckpointWarning, load_checkpoint, previous_checkpoint_path
+from benchmarks.core.checkpoint import CheckpointWarning, load_checkpoint, previous_checkpoint_path
 
 STEPS = 12
 
@@ -30,16 +30,16 @@ def after_step(done):
 torch.manual_seed(0)
 common = dict(checkpoint_path=path, progress=False, resume=resume, after_step=after_step)
 if model_name == "glow":
-    from benchmarks.density_data import load_density_dataset
-    from benchmarks.density_training import train_density
+    from benchmarks.tasks.density.data import load_density_dataset
+    from benchmarks.tasks.density.training import train_density
     settings = TrainSettings(optimizer="adamax", learning_rate=1e-3, batch_size=16, steps={STEPS},
         warmup_steps=4, eval_every={STEPS}, checkpoint_every=3, log_every=1, eval_samples=4)
     model = flows.create("glow_cifar10", in_channels=1, image_size=8, levels=2, steps=2, width=16)
     outcome = train_density(model, load_density_dataset("digits").subset(64, 32), settings,
                             **common)
 else:
-    from benchmarks.classifier_training import train_classifier
-    from benchmarks.data import load_dataset
+    from benchmarks.tasks.classification.training import train_classifier
+    from benchmarks.tasks.classification.data import load_dataset
     settings = TrainSettings(optimizer="sgd", learning_rate=0.05, momentum=0.9, batch_size=16,
         steps={STEPS}, eval_every={STEPS}, checkpoint_every=3, log_every=1)
     model = flows.create("revnet38", in_channels=1)
@@ -88,7 +88,7 @@ def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path: Pat
 
 SIGTERM_AT_STEP_2 = """
 import os, signal, sys
-import benchmarks.vae_training as vae_training
+import benchmarks.tasks.vae.training as vae_training
 from benchmarks.cli import main
 
 real_fit = vae_training.fit

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.memory import (
+from benchmarks.measure.memory_report import check_claims, memory_frame
+from benchmarks.measure.step_memory import (
     CHECKPOINT,
     RESNET,
     REVNET,
@@ -18,7 +19,6 @@ from benchmarks.memory import (
     measure_cases,
     sweep_cases,
 )
-from benchmarks.memory_report import check_claims, memory_frame
 from flows.models.resnet import BasicBranch
 from flows.models.revnet import RevNet
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 import flows
-from benchmarks.baselines import fit_pixel_categorical
-from benchmarks.density_data import load_density_dataset
-from benchmarks.metrics import (
+from benchmarks.tasks.density.baseline import fit_pixel_categorical
+from benchmarks.tasks.density.bits import (
     bits_per_dim,
     dequantization_bound,
     importance_weighted_bits_per_dim,
     log_importance_weights,
     uniform_dequantize,
 )
+from benchmarks.tasks.density.data import load_density_dataset
 from flows.layers import UniformDequantizer
 
 LEVELS = 4

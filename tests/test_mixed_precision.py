@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import flows
-from benchmarks.classifier_training import train_classifier
 from benchmarks.config import TrainSettings
-from benchmarks.data import load_dataset
-from benchmarks.fitting import uses_bf16
+from benchmarks.core.loop import uses_bf16
+from benchmarks.tasks.classification.data import load_dataset
+from benchmarks.tasks.classification.training import train_classifier
 from flows.models.resnet import BasicBranch
 from flows.reversible import ReversibleBlock, ReversibleSequence
 

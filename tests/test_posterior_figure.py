@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.posterior_figure import (
+from benchmarks.tasks.vae.posterior_figure import (
     TOY_DATA,
     ToyVAE,
     fit_toy_vae,

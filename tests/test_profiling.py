@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmarks.profiling import count_parameters, profile_training_step, saved_activation_bytes
+from benchmarks.core.profiling import (
+    count_parameters,
+    profile_training_step,
+    saved_activation_bytes,
+)
 
 
 def test_saved_bytes_of_a_linear_layer_are_its_input() -> None:

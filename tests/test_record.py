@@ -21,7 +21,7 @@ import yaml
 
 from benchmarks.cli import main
 from benchmarks.config import load_config
-from benchmarks.record import (
+from benchmarks.reporting.record import (
     committed_config,
     latest_runs,
     load_record,

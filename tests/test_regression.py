@@ -12,12 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-import benchmarks.fitting
+import benchmarks.core.loop
 from benchmarks.cli import main
-from benchmarks.regress_probes import measure_all
-from benchmarks.regress_spread import ENVIRONMENTS, measure_under, spread_rows
-from benchmarks.regress_spread import main as spread_main
-from benchmarks.regression import (
+from benchmarks.measure.gate import (
     ACCEPT_COMMAND,
     Entry,
     compare,
@@ -28,6 +25,9 @@ from benchmarks.regression import (
     update_baseline,
     within,
 )
+from benchmarks.measure.gate_probes import measure_all
+from benchmarks.measure.gate_spread import ENVIRONMENTS, measure_under, spread_rows
+from benchmarks.measure.gate_spread import main as spread_main
 from flows import registry
 from flows.layers.normalization import ActNorm
 from flows.reversible import ReversibleSequence
@@ -90,9 +90,9 @@ def test_a_reversible_block_that_stores_its_input_is_caught(monkeypatch) -> None
 
 def test_a_worse_smoke_metric_is_caught(monkeypatch) -> None:
     """A schedule bug (half the learning rate) costs bits/dim after the smoke steps."""
-    schedule = benchmarks.fitting.learning_rate_at
+    schedule = benchmarks.core.loop.learning_rate_at
     monkeypatch.setattr(
-        benchmarks.fitting, "learning_rate_at", lambda step, s: 0.5 * schedule(step, s)
+        benchmarks.core.loop, "learning_rate_at", lambda step, s: 0.5 * schedule(step, s)
     )
     moved = _gate(["glow_cifar10"])
     assert "test_bpd/density/glow_cifar10" in moved
@@ -102,9 +102,9 @@ def test_a_worse_smoke_metric_is_caught(monkeypatch) -> None:
 
 def test_half_the_learning_rate_of_a_classifier_is_caught(monkeypatch) -> None:
     """The loss after one update moves by 3.8%; the first loss (no update yet) does not."""
-    schedule = benchmarks.fitting.learning_rate_at
+    schedule = benchmarks.core.loop.learning_rate_at
     monkeypatch.setattr(
-        benchmarks.fitting, "learning_rate_at", lambda step, s: 0.5 * schedule(step, s)
+        benchmarks.core.loop, "learning_rate_at", lambda step, s: 0.5 * schedule(step, s)
     )
     moved = _gate(["resnet32"])
     assert "second_loss/cifar/resnet32" in moved

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.profiling import saved_activation_bytes
+from benchmarks.core.profiling import saved_activation_bytes
 from flows.models.resnet import BasicBranch, BottleneckBranch
 from flows.models.revnet import RevNet
 from flows.reversible import ReversibleBlock, ReversibleSequence, frozen_batch_norm_stats

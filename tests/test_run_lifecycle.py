@@ -29,13 +29,11 @@ import pytest
 import torch
 from mlflow.entities import Run
 
-import benchmarks.vae_training as vae_training
-from benchmarks.checkpoint import load_checkpoint
+import benchmarks.tasks.vae.training as vae_training
 from benchmarks.cli import main
 from benchmarks.config import TrainSettings
-from benchmarks.errors import BenchmarkError
-from benchmarks.fitting import FitTask, fit
-from benchmarks.lifecycle import (
+from benchmarks.core.checkpoint import load_checkpoint
+from benchmarks.core.lifecycle import (
     LOCK_NAME,
     Interrupted,
     RunFolderError,
@@ -43,8 +41,10 @@ from benchmarks.lifecycle import (
     StopAtStepEnd,
     interrupt_on_signals,
 )
-from benchmarks.runner import RunRequest, run_config
-from benchmarks.tracking import TrackedRun
+from benchmarks.core.loop import FitTask, fit
+from benchmarks.errors import BenchmarkError
+from benchmarks.reporting.tracking import TrackedRun
+from benchmarks.run import RunRequest, run_config
 from tests.conftest import REPO_ROOT
 
 CONFIG = str(REPO_ROOT / "configs" / "vae.yaml")

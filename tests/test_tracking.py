@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.errors import BenchmarkError, TrackingError
-from benchmarks.tracking import check_tracking_uri, mask_credentials, tracking_uri_source
+from benchmarks.reporting.tracking import check_tracking_uri, mask_credentials, tracking_uri_source
 
 
 @pytest.fixture(autouse=True)

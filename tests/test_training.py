@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.checkpoint import load_checkpoint
-from benchmarks.classifier_training import train_classifier
 from benchmarks.config import TrainSettings
-from benchmarks.data import ImageData
+from benchmarks.core.checkpoint import load_checkpoint
+from benchmarks.core.optim import learning_rate_at, make_optimizer
 from benchmarks.errors import BenchmarkError, TrainingDivergedError
-from benchmarks.training import learning_rate_at, make_optimizer
+from benchmarks.tasks.classification.images import ImageData
+from benchmarks.tasks.classification.training import train_classifier
 from flows.registry import create
 
 

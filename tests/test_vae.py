@@ -17,8 +17,8 @@ import flows
 from benchmarks.cli import main
 from benchmarks.config import TrainSettings, load_config
 from benchmarks.errors import DatasetNotFoundError
-from benchmarks.vae_data import load_binary_dataset
-from benchmarks.vae_training import evaluate_vae, train_vae, vae_objective
+from benchmarks.tasks.vae.data import load_binary_dataset
+from benchmarks.tasks.vae.training import evaluate_vae, train_vae, vae_objective
 from flows.layers.latent import MADE, IAFStep, PlanarFlow, planar_u_hat
 from flows.models.vae import ConvVAE
 from tests.conftest import REPO_ROOT
