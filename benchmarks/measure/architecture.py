@@ -6,7 +6,7 @@ For every model of a config with a ``probe`` section (``configs/imagenet.yaml``)
 * ``params``: trainable parameters for ``num_classes`` classes, and for ResNet-50 the count of
   torchvision's ``resnet50`` beside it (``reference_params``).
 * memory of one SGD training step on random ``image_size`` images, at batch 1 and at
-  ``batch_size`` (:class:`~benchmarks.measure.step_memory.StepProbe`: activations held for backward
+  ``batch_size`` (:class:`~benchmarks.measure.step_memory.StepMeter`: activations held for backward
   and peak live bytes, from CUDA counters or CPU allocator events). The difference divided by
   ``batch_size - 1`` is what each further image costs (``held_bytes_per_image``,
   ``peak_bytes_per_image``); it excludes the fixed costs (weights, gradients, momentum), which
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from benchmarks.config import ProbeSettings
-from benchmarks.measure.step_memory import MemoryCase, StepProbe, built_model
+from benchmarks.measure.step_memory import MemoryCase, StepMeter, built_model
 from benchmarks.tasks.classification.reference_models import REFERENCE_MODELS
 from flows.registry import create
 
@@ -94,8 +94,8 @@ def probe_architecture(
     def fresh() -> tuple[nn.Module, torch.Tensor]:
         return copy.deepcopy(model), random_state
 
-    single = StepProbe(case, 1, settings.image_size, device, built=fresh()).memory()
-    batched = StepProbe(case, settings.batch_size, settings.image_size, device, built=fresh())
+    single = StepMeter(case, 1, settings.image_size, device, built=fresh()).memory()
+    batched = StepMeter(case, settings.batch_size, settings.image_size, device, built=fresh())
     batched = batched.memory()
     extra = max(settings.batch_size - 1, 1)
     row: dict[str, float] = {

@@ -183,12 +183,12 @@ def _interleaved_ratio(
 
 def time_ratios() -> Metrics:
     """Step-time ratios measured in this process (see the module docstring)."""
-    from benchmarks.measure.step_memory import StepProbe, paper_cases
+    from benchmarks.measure.step_memory import StepMeter, paper_cases
     from flows.layers.invconv import InvConv1x1, InvConv1x1LU
 
     cases = {case.name: case for case in paper_cases()}
-    revnet = StepProbe(cases["RevNet-38"], batch_size=16, resolution=32)
-    resnet = StepProbe(cases["ResNet-32"], batch_size=16, resolution=32)
+    revnet = StepMeter(cases["RevNet-38"], batch_size=16, resolution=32)
+    resnet = StepMeter(cases["ResNet-32"], batch_size=16, resolution=32)
     torch.manual_seed(0)
     x = torch.randn(16, 48, 16, 16, requires_grad=True)
     lu, plain = InvConv1x1LU(48), InvConv1x1(48)

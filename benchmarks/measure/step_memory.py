@@ -44,7 +44,7 @@ from flows.registry import create
 
 __all__ = [
     "MemoryCase",
-    "StepProbe",
+    "StepMeter",
     "built_model",
     "measure_cases",
     "paper_cases",
@@ -178,18 +178,18 @@ def _cpu_allocations(step: Callable[[], None]) -> tuple[list[tuple[int, int]], i
 
 def built_model(case: MemoryCase, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """The case's model initialised from ``seed``, and torch's random state just after (from
-    which :class:`StepProbe` draws its batch): the same pair every time."""
+    which :class:`StepMeter` draws its batch): the same pair every time."""
     torch.manual_seed(seed)
     model = case.build()
     return model, torch.get_rng_state()
 
 
-class StepProbe:
+class StepMeter:
     """One case's model, SGD optimizer and random batch, ready to be measured.
 
     Example:
-        >>> probe = StepProbe(paper_cases()[0], batch_size=2, resolution=8)
-        >>> probe.memory()["held_bytes"] > 0
+        >>> meter = StepMeter(paper_cases()[0], batch_size=2, resolution=8)
+        >>> meter.memory()["held_bytes"] > 0
         True
     """
 
@@ -293,17 +293,17 @@ def measure_cases(
     between the fastest steps of the same run, stay comparable.
     """
     device = torch.device(device)
-    probes, rows = [], []
-    measured: dict[tuple[str, str], tuple[StepProbe, dict[str, float]]] = {}
+    meters, rows = [], []
+    measured: dict[tuple[str, str], tuple[StepMeter, dict[str, float]]] = {}
     for case in cases:
         built = built_model(case)
         same = (case.family, repr(built[0]))  # the sweep repeats some paper models exactly
         if same not in measured:
             if progress is not None:
                 progress(f"memory of {case.name}")
-            probe = StepProbe(case, batch_size, resolution, device, built=built)
-            measured[same] = probe, probe.memory()
-        probe, memory = measured[same]
+            meter = StepMeter(case, batch_size, resolution, device, built=built)
+            measured[same] = meter, meter.memory()
+        meter, memory = measured[same]
         rows.append(
             {
                 "case": case.name,
@@ -317,20 +317,20 @@ def measure_cases(
                 "device": device.type,
             }
         )
-        probes.append(probe)
-    distinct = list(dict.fromkeys(probes))  # a repeated model is timed once
-    forward_times: dict[StepProbe, list[float]] = {probe: [] for probe in distinct}
-    step_times: dict[StepProbe, list[float]] = {probe: [] for probe in distinct}
+        meters.append(meter)
+    distinct = list(dict.fromkeys(meters))  # a repeated model is timed once
+    forward_times: dict[StepMeter, list[float]] = {meter: [] for meter in distinct}
+    step_times: dict[StepMeter, list[float]] = {meter: [] for meter in distinct}
     for round_index in range(repeats):
         if progress is not None:
             progress(f"timing round {round_index + 1}/{repeats}")
-        for probe in distinct:
-            forward_time, step_time = probe.timed_step()
-            forward_times[probe].append(forward_time)
-            step_times[probe].append(step_time)
-    for row, probe in zip(rows, probes, strict=True):
-        row["forward_time_s"] = min(forward_times[probe])
-        row["step_time_s"] = min(step_times[probe])
+        for meter in distinct:
+            forward_time, step_time = meter.timed_step()
+            forward_times[meter].append(forward_time)
+            step_times[meter].append(step_time)
+    for row, meter in zip(rows, meters, strict=True):
+        row["forward_time_s"] = min(forward_times[meter])
+        row["step_time_s"] = min(step_times[meter])
     times = {(row["group"], row["case"]): row["step_time_s"] for row in rows}
     for row in rows:
         baseline = times.get((row["group"], row["baseline"]), float("nan"))
