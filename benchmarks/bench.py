@@ -25,7 +25,7 @@ from pathlib import Path
 from benchmarks.measure.architecture_probe import ProbeRequest
 from benchmarks.measure.memory_report import MemoryRequest, check_memory, run_memory
 from benchmarks.preflight import check_configs_dir, check_tracking, check_writable_folder
-from benchmarks.run import RunRequest
+from benchmarks.request import RunRequest
 from benchmarks.tables import compile_tables
 from benchmarks.workers import check_requests, run_configs
 

@@ -310,7 +310,7 @@ _REPLACE_HELP = (
 
 
 def _run(args: argparse.Namespace) -> None:
-    from benchmarks.run import RunRequest
+    from benchmarks.request import RunRequest
     from benchmarks.workers import run_configs
 
     requests = [

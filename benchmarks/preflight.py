@@ -45,7 +45,7 @@ from benchmarks.tasks import task_of
 
 if TYPE_CHECKING:
     from benchmarks.config import ResolvedConfig
-    from benchmarks.run import RunRequest
+    from benchmarks.request import RunRequest
 
 __all__ = [
     "check_compile_backends",

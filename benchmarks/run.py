@@ -32,7 +32,6 @@ import dataclasses
 import difflib
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,13 +53,12 @@ from benchmarks.reporting.tracking import (
     resolve_tracking_uri,
     tracking_uri_source,
 )
+from benchmarks.request import RunRecord, RunRequest
 from benchmarks.tasks import Task, task_of
 from benchmarks.tasks.base import ReferenceRun, RunSummary
 from flows.registry import create, get_info
 
 __all__ = [
-    "RunRecord",
-    "RunRequest",
     "check_models",
     "checkpoint_path_for",
     "open_run",
@@ -71,43 +69,6 @@ __all__ = [
     "run_label",
     "run_tags",
 ]
-
-
-@dataclass
-class RunRequest:
-    """What the user asked ``python -m benchmarks run`` to do."""
-
-    config_path: str | Path
-    profile: str = "quick"
-    models: list[str] | None = None
-    dataset: str | None = None
-    device: str = "auto"
-    data_dir: str | Path | None = None
-    download: bool = False
-    seed: int = 0  # the seed of one run; run_config sets it from ``seeds``
-    seeds: list[int] | None = None  # None: the profile's seeds (config key ``seeds``, default [0])
-    resume: bool = False
-    runs_dir: str | Path = "runs"
-    tracking_uri: str | None = None
-    progress: bool = True
-    workers: int | None = None
-    shard: Shard = field(default_factory=Shard)  # set by run_config under torchrun
-    overrides: dict[str, object] = field(default_factory=dict)  # runtime keys: precision, ...
-    reference: bool = True  # log the task's reference row (the density baseline) per dataset
-
-
-@dataclass
-class RunRecord:
-    """The outcome of one trained model, as logged to MLflow."""
-
-    model: str
-    dataset: str
-    profile: str
-    device: str
-    seed: int
-    steps: int
-    run_id: str
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def run_config(request: RunRequest) -> list[RunRecord]:

@@ -51,14 +51,8 @@ from benchmarks.reporting.tracking import (
     resolve_tracking_uri,
     tracking_uri_source,
 )
-from benchmarks.run import (
-    RunRecord,
-    RunRequest,
-    check_models,
-    checkpoint_path_for,
-    run_config,
-    run_label,
-)
+from benchmarks.request import RunRecord, RunRequest
+from benchmarks.run import check_models, checkpoint_path_for, run_config, run_label
 
 __all__ = ["check_requests", "planned_rows", "run_configs"]
 

@@ -5,7 +5,7 @@ The rules of the house (README, "Layout"): no import circle anywhere in ``benchm
 ``benchmarks.reporting`` know no task family; a task imports ``core``, ``reporting`` and its
 own folder (plus :mod:`benchmarks.tasks.base`), never another task; the tables and the
 measurements never import the run; no folder of ``benchmarks`` holds more than 12 modules.
-Imports under ``if TYPE_CHECKING:`` are for type checkers only and do not count.
+Every import counts: at module level, inside a function and under ``if TYPE_CHECKING:``.
 """
 
 from __future__ import annotations
@@ -33,29 +33,9 @@ def all_modules() -> dict[str, Path]:
     }
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _import_nodes(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement, at module level or inside functions, outside TYPE_CHECKING."""
-    found: list[ast.Import | ast.ImportFrom] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            found.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return found
+    """Every import statement: at module level, inside functions and under TYPE_CHECKING."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
 
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -129,17 +109,16 @@ def family_of(module: str) -> str | None:
     return None
 
 
-def test_the_walker_sees_cycles_and_type_checking_imports() -> None:
+def test_the_walker_sees_cycles_and_every_import() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     tree = ast.parse(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\nimport y\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\n"
+        "def f():\n    import y\n"
     )
-    assert [alias.name for node in _import_nodes(tree) for alias in node.names] == [
-        "TYPE_CHECKING",
-        "y",
-    ]
+    names = [alias.name for node in _import_nodes(tree) for alias in node.names]
+    assert sorted(names) == ["TYPE_CHECKING", "x", "y"]
 
 
 def test_no_import_circle() -> None:

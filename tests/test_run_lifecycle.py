@@ -44,7 +44,8 @@ from benchmarks.core.lifecycle import (
 from benchmarks.core.loop import FitTask, fit
 from benchmarks.errors import BenchmarkError
 from benchmarks.reporting.tracking import TrackedRun
-from benchmarks.run import RunRequest, run_config
+from benchmarks.request import RunRequest
+from benchmarks.run import run_config
 from tests.conftest import REPO_ROOT
 
 CONFIG = str(REPO_ROOT / "configs" / "vae.yaml")

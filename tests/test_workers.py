@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmarks.errors import ConfigError
-from benchmarks.run import RunRecord, RunRequest
+from benchmarks.request import RunRecord, RunRequest
 from benchmarks.workers import planned_rows, run_configs
 
 CONFIGS = ["configs/vae.yaml", "configs/density.yaml"]
