@@ -51,6 +51,16 @@ __all__ = [
 MIN_LOG_SCALE = -7.0
 
 
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + exp(x))``, accurate to rounding for every ``x`` of the dtype.
+
+    ``F.softplus`` returns ``x`` itself above ``x = 20``, which drops ``log1p(exp(-x))``: below
+    float32's rounding there, but 2e-9 in float64 (whose rounding at 20 is 4e-15). In float64
+    the exact branch is used up to 40, where ``exp(-40) = 4e-18`` is below its rounding.
+    """
+    return F.softplus(x, threshold=40.0 if x.dtype == torch.float64 else 20.0)
+
+
 def _standardised(
     x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +74,7 @@ def mixture_logistic_log_pdf(
     """``log f(x)`` of a mixture of logistics; parameters have one more (last) axis than ``x``,
     the K components; ``logits`` are unnormalised mixture weights."""
     z, log_scales = _standardised(x, means, log_scales)
-    log_component = z - log_scales - 2.0 * F.softplus(z)
+    log_component = z - log_scales - 2.0 * _softplus(z)
     return torch.logsumexp(F.log_softmax(logits, dim=-1) + log_component, dim=-1)
 
 
@@ -132,7 +142,7 @@ def mixture_logistic_coupling(
     """
     z, log_scales = _standardised(x, means, log_scales)
     log_weights = F.log_softmax(logits, dim=-1)
-    a = F.softplus(-z)
+    a = _softplus(-z)
     log_cdf = torch.logsumexp(log_weights - a, dim=-1)
     log_sf = torch.logsumexp(log_weights - z - a, dim=-1)
     log_pdf = torch.logsumexp(log_weights - z - log_scales - 2.0 * a, dim=-1)
