@@ -53,23 +53,57 @@ class ExponentialMovingAverage:
 
     The copy is taken at the first :meth:`update`, i.e. after the first optimizer step, so it
     starts from data-dependent initialisations (actnorm) rather than from the defaults.
+
+    An update is one fused ``torch._foreach_lerp_`` over tensor lists cached at the first
+    update (a Glow of K = 32 has about 1,500 tensors: walking the state dict and launching one
+    kernel per tensor cost 17 % of its step on an H200). The cache holds the model's tensors
+    themselves, so the model's parameters and buffers must be updated in place (optimizers,
+    ``load_state_dict`` and the layers of :mod:`flows` do), not reassigned.
+
+    Example:
+        >>> model = nn.Linear(2, 1)
+        >>> ema = ExponentialMovingAverage(decay=0.9)
+        >>> ema.update(model)                         # the copy
+        >>> with torch.no_grad():
+        ...     _ = model.bias.add_(1.0)
+        >>> ema.update(model)
+        >>> round((ema.module.bias - model.bias).item(), 6)
+        -0.9
     """
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
         self.module: nn.Module | None = None
+        self._pairs: tuple[list[torch.Tensor], ...] | None = None
+
+    def _cache(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """(averaged floats, current floats, copied others, current others)."""
+        assert self.module is not None
+        averaged = self.module.state_dict(keep_vars=True)
+        current = model.state_dict(keep_vars=True)
+        if averaged.keys() != current.keys():
+            raise ValueError("the model's state dict changed keys since the average was taken")
+        floats = [name for name, value in averaged.items() if value.is_floating_point()]
+        others = [name for name, value in averaged.items() if not value.is_floating_point()]
+        return (
+            [averaged[name].data for name in floats],
+            [current[name].data for name in floats],
+            [averaged[name].data for name in others],
+            [current[name].data for name in others],
+        )
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         if self.module is None:
             self.module = copy.deepcopy(model)
             return
-        current = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.is_floating_point():
-                value.lerp_(current[name], 1 - self.decay)
-            else:
-                value.copy_(current[name])
+        if self._pairs is None:
+            self._pairs = self._cache(model)
+        averaged, current, copied, sources = self._pairs
+        if averaged:
+            torch._foreach_lerp_(averaged, current, 1 - self.decay)
+        if copied:
+            torch._foreach_copy_(copied, sources)
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         return None if self.module is None else self.module.state_dict()
@@ -78,3 +112,4 @@ class ExponentialMovingAverage:
         if state is not None:
             self.module = copy.deepcopy(model)
             self.module.load_state_dict(state)
+            self._pairs = None
