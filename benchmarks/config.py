@@ -45,7 +45,7 @@ __all__ = [
 PROFILES = ("paper", "quick", "smoke")
 OPTIMIZERS = ("sgd", "adam", "adamax")
 LAYOUTS = ("", "ablation")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 MAX_SEED = 2**63 - 1  # the largest seed the suite mixes into its generators
 
 
@@ -76,7 +76,9 @@ class TrainSettings:
     free_bits: float = 0.0  # VAE: KL floor in nats per group of latents (IAF paper)
     free_bits_groups: int = 1  # VAE: number of groups the latents are split into
     # How a step runs, not what it computes (excluded from the resume check):
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
+    # "auto" (= "fp32"), "fp32" (IEEE float32, TF32 off), "tf32" (TF32 outside the exactly
+    # inverted parts) or "bf16" (autocast); see benchmarks.core.loop.PRECISION_POLICY
+    precision: str = "auto"
     channels_last: bool = False  # NHWC memory format for model and images
     compile: str = ""  # a torch.compile backend ("inductor"); "" trains eagerly
 

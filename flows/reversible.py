@@ -24,6 +24,14 @@ Under autocast the two halves (the additive "residual stream") are kept in float
 ``F`` and ``G`` run in the low precision: the reconstruction then loses float32 rounding
 rather than bfloat16's (the same arithmetic with and without memory saving).
 
+Every forward pass, inverse and recomputing backward here runs in IEEE float32
+(:func:`flows.precision.exact_float32`): with TF32 (PyTorch's default for cuDNN convolutions
+on recent GPUs) ``F`` and ``G`` would round differently enough for the reconstruction to drift.
+
+Higher-order gradients (``backward(create_graph=True)``) raise a ``RuntimeError`` with the
+memory-saving backward, whose recomputation is outside autograd's graph: they would silently
+miss the paths through ``F``'s and ``G``'s parameters. ``memory_saving=False`` supports them.
+
 With ``memory_saving=False`` the same modules run under plain autograd; gradients agree up to
 the rounding of the reconstruction (an input that sits exactly on a ReLU kink in the forward
 pass may be reconstructed a rounding error to either side of it, where both one-sided
@@ -48,6 +56,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from flows.precision import exact_float32
 
 __all__ = [
     "ReversibleBlock",
@@ -128,6 +138,7 @@ class ReversibleBlock(nn.Module):
         self.f = f
         self.g = g
 
+    @exact_float32()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = residual_stream(x).chunk(2, dim=1)
         y1 = x1 + self.f(x2)
@@ -135,6 +146,7 @@ class ReversibleBlock(nn.Module):
         return torch.cat([y1, y2], dim=1)
 
     @torch.no_grad()
+    @exact_float32()
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Reconstruct the input from the output (leaves BatchNorm statistics untouched)."""
         y1, y2 = y.chunk(2, dim=1)
@@ -228,7 +240,15 @@ class _MemorySavingFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @exact_float32()
     def backward(ctx, grad_y: torch.Tensor):
+        if torch.is_grad_enabled():  # backward(create_graph=True): a higher-order derivative
+            raise RuntimeError(
+                "ReversibleSequence(memory_saving=True) does not support higher-order gradients "
+                "(backward with create_graph=True, e.g. a gradient penalty): its backward "
+                "recomputes activations outside autograd's graph. Build the sequence with "
+                "memory_saving=False for this computation."
+            )
         (y,) = ctx.saved_tensors
         halves, grad_halves = y.chunk(2, dim=1), grad_y.chunk(2, dim=1)
         grads: dict[nn.Parameter, torch.Tensor] = {}
@@ -265,6 +285,7 @@ class ReversibleSequence(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.memory_saving = memory_saving
 
+    @exact_float32()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = residual_stream(x)
         params = [p for p in self.parameters() if p.requires_grad]
@@ -276,6 +297,7 @@ class ReversibleSequence(nn.Module):
         return _MemorySavingFunction.apply(x, list(self.blocks), *params)
 
     @torch.no_grad()
+    @exact_float32()
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Reconstruct the sequence's input from its output."""
         for block in reversed(self.blocks):

@@ -15,8 +15,8 @@ SIGINT and SIGTERM stop the loop at the end of the current step (see
 continues exactly from there, then raises :class:`~benchmarks.core.lifecycle.Interrupted`. Under
 ``torchrun`` the processes agree to stop at the next logging step.
 
-How a step runs is set by ``precision`` (bf16 autocast around the forward pass; evaluation
-stays in float32), ``channels_last`` and ``compile`` (a ``torch.compile`` backend) of the
+How a step runs is set by ``precision`` (:data:`PRECISION_POLICY`; evaluation stays in
+float32), ``channels_last`` and ``compile`` (a ``torch.compile`` backend) of the
 settings, and by the :class:`~benchmarks.core.distributed.Shard`: under ``torchrun`` the loss runs
 inside DistributedDataParallel on this process's rows of each global batch, rank 0 alone
 writes checkpoints, and every process evaluates the whole test split (the same numbers).
@@ -67,8 +67,10 @@ from benchmarks.core.optim import ExponentialMovingAverage, learning_rate_at, ma
 from benchmarks.core.resume import restore_training_state, training_state
 from benchmarks.core.seeds import SeedStream, mix_seeds
 from benchmarks.errors import TrainingDivergedError
+from flows.precision import float32_mode
 
 __all__ = [
+    "PRECISION_POLICY",
     "FitOptions",
     "FitTask",
     "MetricsLogger",
@@ -77,6 +79,7 @@ __all__ = [
     "progress_bar",
     "stop_if_diverged",
     "uses_bf16",
+    "uses_tf32",
 ]
 
 MetricsLogger = Callable[[dict[str, float], int], None]
@@ -202,9 +205,27 @@ def stop_if_diverged(losses: torch.Tensor, first_step: int, checkpoint_path: Pat
     )
 
 
-def uses_bf16(settings: TrainSettings, device: torch.device) -> bool:
-    """``precision`` ``bf16``, or ``auto`` on CUDA: the forward pass runs under bf16 autocast."""
-    return settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+PRECISION_POLICY = {
+    "auto": "fp32: measured on an H200 (issue 16), bf16 autocast made every CIFAR network "
+    "slower (ResNet-110 15.0 against 23.1 steps/s, RevNet-164 7.5 against 8.8) and Glow no "
+    "faster (0.355 against 0.363 s/step): the networks are launch-bound at these sizes",
+    "fp32": "IEEE float32 for the whole step (TF32 off for convolutions and matmuls)",
+    "tf32": "TF32 allowed (Ampere and later GPUs) except where a model must invert exactly: "
+    "reversible sequences, i-RevNets and density flows scope IEEE float32 themselves "
+    "(flows.precision)",
+    "bf16": "bf16 autocast around the forward pass; RevNets keep their additive stream in float32",
+}
+
+
+def uses_bf16(settings: TrainSettings) -> bool:
+    """``precision: bf16``: the forward pass runs under bf16 autocast."""
+    return settings.precision == "bf16"
+
+
+def uses_tf32(settings: TrainSettings) -> bool:
+    """``precision: tf32``: float32 convolutions and matmuls may use TF32 on GPUs (outside the
+    parts that scope :func:`flows.precision.exact_float32`); otherwise IEEE float32."""
+    return settings.precision == "tf32"
 
 
 def _channels_last(batch: Any) -> Any:
@@ -290,7 +311,7 @@ def fit(
         )
     if settings.compile:
         step_loss = torch.compile(step_loss, backend=settings.compile)
-    bf16 = uses_bf16(settings, device)
+    bf16 = uses_bf16(settings)
     batches = task.batches(start_step, shard)
 
     def evaluated() -> nn.Module:
@@ -320,7 +341,7 @@ def fit(
     untimed = len(objectives)  # steps of a restored interval, run before this process started
     final: dict[str, float] = {}
     bar = progress_bar(settings, start_step, progress and shard.is_main)
-    with StopAtStepEnd() as stop, bar:
+    with StopAtStepEnd() as stop, bar, float32_mode(tf32=uses_tf32(settings)):
         for step in range(start_step, settings.steps):
             lr = learning_rate_at(step, settings)
             for group in optimizer.param_groups:

@@ -21,7 +21,9 @@ Gaussian noise under the inverse map. The interface of every density model of th
 
 A model implements the two hooks :meth:`~ImageFlow.encode` and :meth:`~ImageFlow.decode`;
 it may override :meth:`~ImageFlow.log_prob` with a path of its own that equals the change of
-variables (Glow evaluates its learned priors directly).
+variables (Glow evaluates its learned priors directly). A subclass's ``encode``, ``decode``
+and ``log_prob`` run in IEEE float32 (:func:`flows.precision.exact_float32`, TF32 off on
+GPUs) whatever the caller set, so that ``decode(encode(y))`` is ``y`` to float32 rounding.
 
 Example:
     >>> import math
@@ -54,6 +56,7 @@ import torch
 from torch import nn
 
 from flows.layers import gaussian_log_prob
+from flows.precision import exact_float32
 
 __all__ = ["ImageFlow", "split_latents"]
 
@@ -82,6 +85,17 @@ class ImageFlow(nn.Module, metaclass=abc.ABCMeta):
         in_channels: image channels ``C``.
         image_size: image side ``H = W``.
     """
+
+    EXACT_METHODS = ("encode", "decode", "log_prob")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Wrap the subclass's own ``encode``, ``decode`` and ``log_prob`` in
+        :func:`~flows.precision.exact_float32` (see the module docstring)."""
+        super().__init_subclass__(**kwargs)
+        for name in cls.EXACT_METHODS:
+            method = vars(cls).get(name)
+            if method is not None and not getattr(method, "__isabstractmethod__", False):
+                setattr(cls, name, exact_float32()(method))
 
     def __init__(self, in_channels: int, image_size: int) -> None:
         super().__init__()

@@ -15,7 +15,9 @@ where ``S`` is the invertible downsampling on a stride-2 block and the identity 
 
 Its inverse is ``x2 = S^-1(z1)``, ``x1 = S^-1(z2 - F(x2))``. A stride-1 block whose output is
 wider than its input first appends zero channels (injective padding; the inverse drops them),
-which makes the network injective rather than bijective.
+which makes the network injective rather than bijective. ``representation`` and ``inverse``
+run in IEEE float32 (:func:`flows.precision.exact_float32`: no TF32 on GPUs), so the inverse
+is exact to float32 rounding on every device.
 
 Kernel sizes of ``F``: the paper describes bottleneck blocks (1x1, 3x3, 1x1); the public
 PyTorch code uses 3x3 for all three convolutions. ``kernel_sizes="paper"`` gives the first
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flows.layers import ChannelZeroPad, depth_to_space, space_to_depth
+from flows.precision import exact_float32
 from flows.registry import register
 from flows.reversible import frozen_batch_norm_stats
 
@@ -190,6 +193,7 @@ class IRevNet(nn.Module):
         self.head_norm = nn.BatchNorm2d(width, momentum=0.9)
         self.fc = nn.Linear(width, num_classes)
 
+    @exact_float32()
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         """The invertible representation before the head."""
         if self.init_block_size > 1:
@@ -199,6 +203,7 @@ class IRevNet(nn.Module):
             halves = block(halves)
         return torch.cat(halves, dim=1)
 
+    @exact_float32()
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruct the image from :meth:`representation`.
 
