@@ -28,7 +28,7 @@ RUN_ARGS ?= --runs-dir $(RUNS_DIR) --resume
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
 .PHONY: install bench study memory probe tables test regress regress-update regress-spread perf \
-	flow-speed lint format clean
+	flow-speed gpu-report lint format clean
 
 install: $(STAMP)
 
@@ -94,6 +94,13 @@ perf: $(STAMP)
 flow-speed: $(STAMP)
 	$(PYTHON) -m pip install --quiet -e '.[peer]'
 	$(PYTHON) -m benchmarks flow-speed
+
+# On a CUDA machine, in about 5 minutes: exactness under the precision policy, recomputation
+# overhead, Glow beside normflows' Glow and every paper row's throughput and GPU-hours, written
+# to results/gpu.md and results/gpu.csv (the tables' GPU-hours column reads it).
+gpu-report: $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[peer]'
+	$(PYTHON) -m benchmarks gpu-report --revision $(REVISION)
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check flows benchmarks tests

@@ -264,6 +264,22 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--no-peer", action="store_true", help="skip normflows")
     speed.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
 
+    gpu = commands.add_parser(
+        "gpu-report",
+        help="on a CUDA machine: exactness, recomputation overhead, Glow vs normflows and the "
+        "paper rows' throughput and GPU-hours, written to results/gpu.md and gpu.csv",
+        parents=[device, out],
+    )
+    gpu.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny sizes, also on a CPU: checks the command in seconds, measures nothing",
+    )
+    gpu.add_argument(
+        "--revision", help="the revision to name in the report (default: git's, if any)"
+    )
+    gpu.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
+
     posterior = commands.add_parser(
         "posterior-figure",
         help="the lecture's toy figure: Gaussian vs IAF posteriors of a 2-D latent VAE",
@@ -477,6 +493,44 @@ def _flow_speed(args: argparse.Namespace) -> None:
     print(f"wrote {markdown}\nwrote {csv}")
 
 
+def _gpu_report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from benchmarks.core.device import resolve_device
+    from benchmarks.core.files import write_text_atomic
+    from benchmarks.measure.gpu_report import (
+        GpuReportSettings,
+        cost_rows,
+        measure_gpu_report,
+        render_gpu_report,
+    )
+    from benchmarks.reporting.tracking import device_name, git_revision
+
+    preflight.check_device(args.device)
+    device = resolve_device(args.device)
+    if device.type != "cuda" and not args.tiny:
+        raise BenchmarkError(
+            f"gpu-report measures a GPU, and --device {args.device} is the CPU here: run it on "
+            "a CUDA machine (or pass --tiny to check the command on any machine)"
+        )
+    name = device_name(device)
+    markdown, csv = args.out / "gpu.md", args.out / "gpu.csv"
+    preflight.check_writable_folder(args.out, "--out")
+    settings = GpuReportSettings.tiny() if args.tiny else GpuReportSettings()
+    preflight.check_replacement(
+        csv,
+        {"device_name": name, "profile": settings.throughput_profile},
+        set(),
+        lambda row: str(row.get("model")),
+        args.replace,
+    )
+    report = measure_gpu_report(settings, device, name)
+    revision = args.revision or git_revision()
+    write_text_atomic(markdown, render_gpu_report(report, revision))
+    write_text_atomic(csv, pd.DataFrame(cost_rows(report, revision)).to_csv(index=False))
+    print(f"wrote {markdown}\nwrote {csv}")
+
+
 def _posterior_figure(args: argparse.Namespace) -> None:
     from benchmarks.tasks.vae.posterior_figure import write_posterior_figure
 
@@ -573,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": _memory,
         "probe": _probe,
         "flow-speed": _flow_speed,
+        "gpu-report": _gpu_report,
         "posterior-figure": _posterior_figure,
         "regress": _regress,
         "list": _list,

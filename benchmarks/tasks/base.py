@@ -110,6 +110,11 @@ class Task(ABC):
     ) -> Any:
         """The dataset cut to the settings' ``train_examples`` and ``test_examples``."""
 
+    @abstractmethod
+    def synthetic_data(self, dataset: str, examples: int, settings: TrainSettings) -> Any:
+        """Random data of ``dataset``'s shape and type (``examples`` train and test images),
+        for timing the real training loop where the dataset is absent (``gpu-report``)."""
+
     # --- training --------------------------------------------------------------------------
     @abstractmethod
     def model_inputs(self, data: Any) -> dict[str, int]:

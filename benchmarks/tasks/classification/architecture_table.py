@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.config import Config
+from benchmarks.reporting.gpu_cost import GPU_HOURS_HEADER, GpuCosts
 from benchmarks.reporting.markdown import NOT_RUN, generated_line, markdown_row, published_notes
 from benchmarks.tasks.classification.reference_models import REFERENCE_MODELS
 from flows.registry import get_info
@@ -139,7 +140,11 @@ def _size(row: object) -> str:
 
 
 def render_architecture_markdown(
-    config: Config, table: pd.DataFrame, record: str, published: dict
+    config: Config,
+    table: pd.DataFrame,
+    record: str,
+    published: dict,
+    costs: GpuCosts | None = None,
 ) -> str:
     """The table as Markdown, with what every column measures and where it came from."""
     probed = table[table["probe_device"] != ""]
@@ -166,11 +171,14 @@ def render_architecture_markdown(
         "  - inversion error: max |x - inverse(representation(x))| on two photographs "
         "(scikit-learn's sample images) in eval mode, float32 (float64 in brackets). "
         "Visual check: the figure below.",
+        f"- {GPU_HOURS_HEADER}: the `paper` profile's training at the throughput "
+        "`python -m benchmarks gpu-report` measured (results/gpu.md).",
         "",
         "| model | paper row | published top-1 % | measured top-1 % | measured top-5 % | "
         "published params | params (code) | activations MiB / image | peak MiB at batch 1 | "
-        "weights + momentum MiB | representation (x input) | inversion error |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|---|",
+        f"weights + momentum MiB | representation (x input) | inversion error | "
+        f"{GPU_HOURS_HEADER} |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         measured = (
@@ -201,6 +209,7 @@ def render_architecture_markdown(
                     _fmt(row.state_mib, ".1f"),
                     _size(row),
                     inversion,
+                    (costs or GpuCosts()).cell(config.name, row.model),
                 ]
             )
         )

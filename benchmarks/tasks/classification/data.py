@@ -52,6 +52,7 @@ class DatasetSpec:
     channels: int
     num_classes: int
     in_memory: bool = True
+    image_size: int = 32  # the side the models see (ImageNet: the training crop)
 
 
 def _load_imagenet(
@@ -61,15 +62,17 @@ def _load_imagenet(
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(load_digits_data, channels=1, num_classes=10),
-    "digits64": DatasetSpec(load_digits64_data, channels=3, num_classes=10),
+    "digits": DatasetSpec(load_digits_data, channels=1, num_classes=10, image_size=8),
+    "digits64": DatasetSpec(load_digits64_data, channels=3, num_classes=10, image_size=64),
     "cifar10": DatasetSpec(
         lambda data_dir, download: load_cifar_data("cifar10", data_dir, download), 3, 10
     ),
     "cifar100": DatasetSpec(
         lambda data_dir, download: load_cifar_data("cifar100", data_dir, download), 3, 100
     ),
-    "imagenet": DatasetSpec(_load_imagenet, channels=3, num_classes=1000, in_memory=False),
+    "imagenet": DatasetSpec(
+        _load_imagenet, channels=3, num_classes=1000, in_memory=False, image_size=224
+    ),
 }
 
 

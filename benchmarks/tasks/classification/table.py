@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from benchmarks.config import PROFILES, Config
+from benchmarks.reporting.gpu_cost import GPU_HOURS_HEADER, GpuCosts
 from benchmarks.reporting.markdown import (
     NOT_RUN,
     generated_line,
@@ -134,7 +135,11 @@ def _duration(seconds: float) -> str:
 
 
 def render_markdown(
-    config: Config, table: pd.DataFrame, record: str, published: dict | None = None
+    config: Config,
+    table: pd.DataFrame,
+    record: str,
+    published: dict | None = None,
+    costs: GpuCosts | None = None,
 ) -> str:
     """The table as Markdown, with the notes that say what each number is."""
     published = published or {}
@@ -153,12 +158,15 @@ def render_markdown(
         f"*{NOT_RUN}* means no finished run exists for that cell.",
         "- Params (code) is counted on the model this suite builds; activations are the bytes "
         "autograd holds for backward in one training step at the run's batch size.",
+        f"- {GPU_HOURS_HEADER}, on the paper datasets' rows: the `paper` profile's training "
+        "at the throughput `python -m benchmarks gpu-report` measured (results/gpu.md).",
         "",
         "| model | paper row | dataset | profile | published error % | measured error % | "
         "Δ (pp) | published params | params (code) | train img/s | activations MiB | "
-        "device | steps | wall time |",
-        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|",
+        f"device | steps | wall time | {GPU_HOURS_HEADER} |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|---|",
     ]
+    costs = costs or GpuCosts()
     for row in table.itertuples(index=False):
         ran = row.profile != NOT_RUN
         profile = f"*{NOT_RUN}*" if not ran else f"`{row.profile}`"
@@ -179,6 +187,9 @@ def render_markdown(
                     row.device_name if ran else "—",
                     str(int(row.steps)) if ran else "—",
                     _duration(row.wall_time_s) if ran else "—",
+                    costs.cell(config.name, row.model)
+                    if row.dataset in config.datasets and row.profile in (NOT_RUN, "paper")
+                    else "—",
                 ]
             )
         )

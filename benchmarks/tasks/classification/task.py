@@ -29,6 +29,7 @@ from benchmarks.config import Config, TrainSettings
 from benchmarks.core.datasets import fetch_cifar
 from benchmarks.core.loop import TrainingOutcome
 from benchmarks.core.profiling import profile_training_step
+from benchmarks.reporting.gpu_cost import load_gpu_costs
 from benchmarks.reporting.plots import learning_curve
 from benchmarks.reporting.record import latest_runs
 from benchmarks.tasks.base import RunSummary, TableRender, Task
@@ -37,6 +38,7 @@ from benchmarks.tasks.classification.architecture_table import (
     render_architecture_markdown,
 )
 from benchmarks.tasks.classification.data import DATASETS, check_dataset_source, load_dataset
+from benchmarks.tasks.classification.images import Augmentation, ImageData
 from benchmarks.tasks.classification.table import build_table, render_markdown
 from benchmarks.tasks.classification.training import train_classifier
 from flows.reversible import ReversibleSequence
@@ -85,6 +87,23 @@ class ClassificationTask(Task):
             data = dataclasses.replace(data, workers=workers)
         return data
 
+    def synthetic_data(self, dataset: str, examples: int, settings: TrainSettings) -> ImageData:
+        spec = DATASETS[dataset]
+        side = settings.image_size or spec.image_size
+        generator = torch.Generator().manual_seed(0)
+        shape = (examples, spec.channels, side, side)
+        return ImageData(
+            name=dataset,
+            train_images=torch.randn(shape, generator=generator),
+            train_labels=torch.randint(0, spec.num_classes, (examples,), generator=generator),
+            test_images=torch.randn(shape, generator=generator),
+            test_labels=torch.randint(0, spec.num_classes, (examples,), generator=generator),
+            num_classes=spec.num_classes,
+            augmentation=Augmentation(crop_padding=2, hflip=True),  # the CIFAR recipe's
+            description=f"random {spec.channels}x{side}x{side} images in {dataset}'s shape "
+            "(timing only; held in memory, no decoding)",
+        )
+
     def model_inputs(self, data: Any) -> dict[str, int]:
         return {"num_classes": data.num_classes, "in_channels": data.channels}
 
@@ -120,12 +139,14 @@ class ClassificationTask(Task):
     ) -> TableRender:
         record = f"runs/{config.name}.csv"
         trained = latest_runs(runs)
+        costs = load_gpu_costs(out)
         if config.probe is None:
             table = build_table(config, trained, published)
-            return TableRender(render_markdown(config, table, record, published), table, [])
+            markdown = render_markdown(config, table, record, published, costs)
+            return TableRender(markdown, table, [])
         probes = latest_runs(runs, kind="probe")
         table = build_architecture_table(config, trained, probes, published)
-        markdown = render_architecture_markdown(config, table, record, published)
+        markdown = render_architecture_markdown(config, table, record, published, costs)
         return TableRender(markdown, table, [])
 
 

@@ -32,6 +32,7 @@ from benchmarks.errors import DatasetNotFoundError
 
 __all__ = [
     "DENSITY_DATASETS",
+    "DENSITY_LEVELS",
     "DENSITY_SHAPES",
     "DiscreteImages",
     "check_density_source",
@@ -91,6 +92,7 @@ DENSITY_DATASETS: dict[str, Callable[[str | Path | None, bool], DiscreteImages]]
 
 # (channels, image side) of each dataset, known before it is loaded (to check the models).
 DENSITY_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32)}
+DENSITY_LEVELS: dict[str, int] = {"digits": 17, "cifar10": 256}
 
 
 def check_density_source(name: str, data_dir: str | Path | None, download: bool) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.config import PROFILES, Config
+from benchmarks.reporting.gpu_cost import GPU_HOURS_HEADER, GpuCosts
 from benchmarks.reporting.markdown import (
     NOT_RUN,
     generated_line,
@@ -171,8 +172,10 @@ def render_density_markdown(
     record: str,
     published: dict,
     sample_grids: dict[str, Path] | None = None,
+    costs: GpuCosts | None = None,
 ) -> str:
     """The published table, the measured rows with their baseline, and the sample grids."""
+    costs = costs or GpuCosts()
     lines = [
         f"# {config.title}",
         "",
@@ -198,11 +201,13 @@ def render_density_markdown(
         "- Only `paper` rows on a published dataset reproduce the paper (Δ filled). `digits` "
         "rows are CPU-sized `quick` runs on the embedded 8x8 digits; `smoke` rows are pipeline "
         f"checks, never results. *{NOT_RUN}*: no finished run.",
+        f"- {GPU_HOURS_HEADER}, on the paper datasets' rows: the `paper` profile's training "
+        "at the throughput `python -m benchmarks gpu-report` measured (results/gpu.md).",
         "",
         "| model | paper row | dataset | profile | published bpd | test bpd | IW bound (S) | "
         "Δ | baseline bpd | beats baseline | params | train img/s | device | steps | "
-        "wall time |",
-        "|---|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|--:|--:|",
+        f"wall time | {GPU_HOURS_HEADER} |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|---|--:|--:|---|--:|--:|---|",
     ]
     for row in table.itertuples(index=False):
         ran = row.profile != NOT_RUN
@@ -232,6 +237,9 @@ def render_density_markdown(
                     row.device_name if ran else "—",
                     "—" if pd.isna(row.steps) else str(int(row.steps)),
                     "—" if pd.isna(row.wall_time_s) else f"{row.wall_time_s:.0f} s",
+                    costs.cell(config.name, row.model)
+                    if row.dataset in config.datasets and row.profile in (NOT_RUN, "paper")
+                    else "—",
                 ]
             )
         )

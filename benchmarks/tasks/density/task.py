@@ -27,6 +27,7 @@ from torch import nn
 
 from benchmarks.config import Config, TrainSettings
 from benchmarks.core.loop import TrainingOutcome
+from benchmarks.reporting.gpu_cost import load_gpu_costs
 from benchmarks.reporting.plots import bits_per_dim_curve, sample_grid
 from benchmarks.reporting.record import latest_runs
 from benchmarks.tasks.base import ReferenceRun, RunSummary, TableRender, Task
@@ -40,6 +41,7 @@ from benchmarks.tasks.density.baseline import BASELINE, fit_pixel_categorical
 from benchmarks.tasks.density.bits import uniform_dequantize
 from benchmarks.tasks.density.data import (
     DENSITY_DATASETS,
+    DENSITY_LEVELS,
     DENSITY_SHAPES,
     DiscreteImages,
     check_density_source,
@@ -86,6 +88,23 @@ class DensityTask(Task):
     ) -> DiscreteImages:
         return load_density_dataset(dataset, data_dir, download).subset(
             settings.train_examples, settings.test_examples
+        )
+
+    def synthetic_data(
+        self, dataset: str, examples: int, settings: TrainSettings
+    ) -> DiscreteImages:
+        channels, side = DENSITY_SHAPES[dataset]
+        levels = DENSITY_LEVELS[dataset]
+        generator = torch.Generator().manual_seed(0)
+        shape = (examples, channels, side, side)
+        return DiscreteImages(
+            name=dataset,
+            train=torch.randint(0, levels, shape, generator=generator, dtype=torch.uint8),
+            test=torch.randint(0, levels, shape, generator=generator, dtype=torch.uint8),
+            levels=levels,
+            hflip=True,
+            description=f"random {channels}x{side}x{side} images of {levels} levels in "
+            f"{dataset}'s shape (timing only)",
         )
 
     def model_inputs(self, data: DiscreteImages) -> dict[str, int]:
@@ -164,7 +183,8 @@ class DensityTask(Task):
             return TableRender(markdown, table, [figure] if figure is not None else [])
         table = build_density_table(config, latest_runs(runs), published)
         grids = copy_sample_grids(table, tracking_uri, out)
-        markdown = render_density_markdown(config, table, record, published, grids)
+        costs = load_gpu_costs(out)
+        markdown = render_density_markdown(config, table, record, published, grids, costs)
         return TableRender(markdown, table, list(grids.values()))
 
 

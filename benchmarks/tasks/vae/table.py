@@ -26,6 +26,7 @@ import statistics
 import pandas as pd
 
 from benchmarks.config import PROFILES, Config
+from benchmarks.reporting.gpu_cost import GPU_HOURS_HEADER, GpuCosts
 from benchmarks.reporting.markdown import (
     NOT_RUN,
     generated_line,
@@ -163,9 +164,15 @@ def _curve(config: Config, runs: pd.DataFrame) -> list[tuple[str, str, str, dict
 
 
 def render_vae_markdown(
-    config: Config, table: pd.DataFrame, runs: pd.DataFrame, record: str, published: dict
+    config: Config,
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    record: str,
+    published: dict,
+    costs: GpuCosts | None = None,
 ) -> str:
     """The table, the log p(x)-against-k table and what each number is, as Markdown."""
+    costs = costs or GpuCosts()
     section = published.get(config.name, {})
     lines = [
         f"# {config.title}",
@@ -180,11 +187,14 @@ def render_vae_markdown(
         "of seeds where the flow posterior is better.",
         f"- Only `paper` rows on MNIST compare with the published figures; digits rows are 8x8 "
         f"images (64 binary pixels), a different scale. *{NOT_RUN}*: no finished run.",
+        f"- {GPU_HOURS_HEADER}, on the paper datasets' rows: the `paper` profile's training "
+        "(one seed) at the throughput `python -m benchmarks gpu-report` measured "
+        "(results/gpu.md).",
         "",
         "| posterior | model | dataset | profile | published ELBO | published log p(x) | seeds "
         "| ELBO | per seed | log p(x) (k) | Δ ELBO vs VAE | better | params | steps | mean wall "
-        "time | device |",
-        "|---|---|---|---|--:|--:|---|--:|---|--:|--:|---|--:|--:|--:|---|",
+        f"time | device | {GPU_HOURS_HEADER} |",
+        "|---|---|---|---|--:|--:|---|--:|---|--:|--:|---|--:|--:|--:|---|---|",
     ]
     for row in table.itertuples(index=False):
         ran = row.profile != NOT_RUN
@@ -215,6 +225,9 @@ def render_vae_markdown(
                     "—" if pd.isna(row.steps) else str(int(row.steps)),
                     f"{row.wall_time_s:.0f} s" if ran else "—",
                     row.device_name if ran else "—",
+                    costs.cell(config.name, row.model)
+                    if row.dataset in config.datasets and row.profile in (NOT_RUN, "paper")
+                    else "—",
                 ]
             )
         )

@@ -24,6 +24,7 @@ from torch import nn
 
 from benchmarks.config import Config, TrainSettings
 from benchmarks.core.loop import TrainingOutcome
+from benchmarks.reporting.gpu_cost import load_gpu_costs
 from benchmarks.reporting.plots import sample_grid
 from benchmarks.reporting.record import latest_runs
 from benchmarks.tasks.base import RunSummary, TableRender, Task
@@ -77,6 +78,18 @@ class VAETask(Task):
             settings.train_examples, settings.test_examples
         )
 
+    def synthetic_data(self, dataset: str, examples: int, settings: TrainSettings) -> BinaryImages:
+        channels, side = BINARY_SHAPES[dataset]
+        generator = torch.Generator().manual_seed(0)
+        shape = (examples, channels, side, side)
+        return BinaryImages(
+            name=dataset,
+            train=torch.rand(shape, generator=generator),
+            test=torch.rand(shape, generator=generator).round(),
+            description=f"random {channels}x{side}x{side} intensities in {dataset}'s shape "
+            "(timing only)",
+        )
+
     def model_inputs(self, data: BinaryImages) -> dict[str, int]:
         return {"in_channels": data.channels, "image_size": data.image_size}
 
@@ -102,7 +115,7 @@ class VAETask(Task):
         seed_runs = latest_runs(runs, per_seed=True)
         table = build_vae_table(config, seed_runs, published)
         markdown = render_vae_markdown(
-            config, table, seed_runs, f"runs/{config.name}.csv", published
+            config, table, seed_runs, f"runs/{config.name}.csv", published, load_gpu_costs(out)
         )
         figure = out / POSTERIOR_FIGURE
         if figure.exists():
