@@ -16,10 +16,11 @@ input), backpropagates through them (Algorithm 1), and frees that graph before t
 Nothing is freed by resizing storages, so a block input that another op saved (a ReLU's output,
 say) is never touched.
 
-Exactness: BatchNorm running statistics are updated once, by the forward pass, and frozen
-during recomputation; the random number generator state before each ``F`` and ``G`` call is
-recorded and replayed, so dropout draws the same masks; the autocast state of the forward pass
-is replayed too, so under mixed precision ``F`` and ``G`` are recomputed in the same dtype.
+Exactness: BatchNorm running statistics are updated once, by the forward pass, and not during
+recomputation (:func:`batch_norm_updates_off`); the random number generator state before each
+``F`` and ``G`` that holds dropout is recorded and replayed, so dropout draws the same masks;
+the autocast state of the forward pass is replayed too, so under mixed precision ``F`` and
+``G`` are recomputed in the same dtype.
 Under autocast the two halves (the additive "residual stream") are kept in float32, only
 ``F`` and ``G`` run in the low precision: the reconstruction then loses float32 rounding
 rather than bfloat16's (the same arithmetic with and without memory saving).
@@ -62,6 +63,7 @@ from flows.precision import exact_float32
 __all__ = [
     "ReversibleBlock",
     "ReversibleSequence",
+    "batch_norm_updates_off",
     "frozen_batch_norm_stats",
     "residual_stream",
 ]
@@ -92,13 +94,38 @@ def frozen_batch_norm_stats(module: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+@contextlib.contextmanager
+def batch_norm_updates_off(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` in train mode normalise with batch statistics but do not
+    update their running statistics inside the block (eval mode is unaffected).
+
+    The cheap form of :func:`frozen_batch_norm_stats` for the recomputation: it flips
+    ``track_running_stats`` instead of copying every buffer, so it launches no kernels (on a
+    GPU, six buffer copies per branch were a large part of a block's recomputation).
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m.track_running_stats for m in norms]
+    try:
+        for norm in norms:
+            norm.track_running_stats = False
+        yield
+    finally:
+        for norm, value in zip(norms, tracked, strict=True):
+            norm.track_running_stats = value
+
+
+def _draws_random_numbers(module: nn.Module) -> bool:
+    """Whether ``module`` holds a dropout layer (the random ops the recomputation replays)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
+
+
 def residual_stream(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 when autocast gave it a lower precision, else ``x`` itself."""
     low = x.dtype in (torch.float16, torch.bfloat16)
     return x.float() if low and torch.is_autocast_enabled(x.device.type) else x
 
 
-RngState = tuple[torch.Tensor, torch.Tensor | None]
+RngState = tuple[torch.Tensor, torch.Tensor | None] | None  # None: F or G draws nothing
 RngStates = tuple[RngState, RngState]  # before F, before G
 Halves = tuple[torch.Tensor, torch.Tensor]
 
@@ -111,6 +138,9 @@ def _rng_state(device: torch.device) -> RngState:
 @contextlib.contextmanager
 def _replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
     """Run the block with the generator state recorded in the forward pass, then restore."""
+    if state is None:
+        yield
+        return
     cpu, cuda = state
     devices = [device] if cuda is not None else []
     with torch.random.fork_rng(devices=devices):
@@ -126,6 +156,9 @@ class ReversibleBlock(nn.Module):
     Args:
         f: residual function of the second half; must keep its input's shape.
         g: residual function of ``y1``; must keep its input's shape.
+        preserve_rng_state: record the random generators' state before ``F`` and ``G`` and
+            replay it in the recomputation. ``None`` (default): where ``F`` or ``G`` holds a
+            dropout layer when the block is built; pass True for other random operations.
 
     Example:
         >>> block = ReversibleBlock(nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1))
@@ -133,10 +166,12 @@ class ReversibleBlock(nn.Module):
         torch.Size([2, 16, 4, 4])
     """
 
-    def __init__(self, f: nn.Module, g: nn.Module) -> None:
+    def __init__(self, f: nn.Module, g: nn.Module, preserve_rng_state: bool | None = None) -> None:
         super().__init__()
         self.f = f
         self.g = g
+        self.rng_f = _draws_random_numbers(f) if preserve_rng_state is None else preserve_rng_state
+        self.rng_g = _draws_random_numbers(g) if preserve_rng_state is None else preserve_rng_state
 
     @exact_float32()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,9 +192,9 @@ class ReversibleBlock(nn.Module):
 
     def forward_recording_rng(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Halves, RngStates]:
         """:meth:`forward` on halves, also returning the generator states before F and G."""
-        state_f = _rng_state(x1.device)
+        state_f = _rng_state(x1.device) if self.rng_f else None
         y1 = x1 + self.f(x2)
-        state_g = _rng_state(x1.device)
+        state_g = _rng_state(x1.device) if self.rng_g else None
         y2 = x2 + self.g(y1)
         return (y1, y2), (state_f, state_g)
 
@@ -192,7 +227,7 @@ class ReversibleBlock(nn.Module):
             function: nn.Module, state: RngState, inputs: torch.Tensor, grad: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
             parameters = [p for p in function.parameters() if p.requires_grad]
-            with torch.enable_grad(), frozen_batch_norm_stats(function):
+            with torch.enable_grad(), batch_norm_updates_off(function):
                 leaf = inputs.detach().requires_grad_()
                 with _replayed_rng(state, inputs.device), recompute:
                     output = function(leaf)

@@ -16,7 +16,12 @@ from torch import nn
 from benchmarks.core.profiling import saved_activation_bytes
 from flows.models.resnet import BasicBranch, BottleneckBranch
 from flows.models.revnet import RevNet
-from flows.reversible import ReversibleBlock, ReversibleSequence, frozen_batch_norm_stats
+from flows.reversible import (
+    ReversibleBlock,
+    ReversibleSequence,
+    batch_norm_updates_off,
+    frozen_batch_norm_stats,
+)
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -221,6 +226,54 @@ def test_frozen_statistics_restore_running_buffers() -> None:
     with frozen_batch_norm_stats(norm):
         norm(torch.randn(4, 3, 2, 2) + 5)
     assert torch.equal(norm.running_mean, torch.zeros(3)) and norm.num_batches_tracked == 0
+
+
+def test_batch_norm_updates_off_normalises_by_the_batch_and_leaves_the_statistics() -> None:
+    torch.manual_seed(4)
+    norm, reference = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64) + 5
+    norm, reference = norm.double(), reference.double()
+    with batch_norm_updates_off(norm):
+        out = norm(x)
+    assert norm.track_running_stats  # restored
+    assert torch.equal(norm.running_mean, torch.zeros(3, dtype=torch.float64))
+    assert norm.num_batches_tracked == 0
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(out, (x - mean) / torch.sqrt(var + norm.eps))  # batch statistics
+    torch.testing.assert_close(out, reference(x))
+    assert reference.num_batches_tracked == 1
+
+
+class NoisyScale(nn.Module):
+    """A random operation that is not a dropout layer: multiplies by fresh uniform noise."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * torch.rand_like(x)
+
+
+def test_the_random_stream_is_replayed_where_the_block_asks_for_it() -> None:
+    torch.manual_seed(5)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+
+    def sequence(preserve: bool | None) -> ReversibleSequence:
+        torch.manual_seed(6)
+        block = ReversibleBlock(NoisyScale(2), NoisyScale(2), preserve_rng_state=preserve)
+        return ReversibleSequence([block]).double()
+
+    assert not sequence(None).blocks[0].rng_f  # no dropout layer: nothing recorded by default
+    assert noisy_sequence().blocks[0].rng_f and noisy_sequence().blocks[0].rng_g
+    (grad_x, plain_grad_x), _, _ = compare_with_plain(
+        sequence(True), lambda s: setattr(s, "memory_saving", False), x, seed=7
+    )
+    assert relative_error(grad_x, plain_grad_x) < 1e-10
+    (grad_x, plain_grad_x), _, _ = compare_with_plain(
+        sequence(None), lambda s: setattr(s, "memory_saving", False), x, seed=7
+    )
+    assert relative_error(grad_x, plain_grad_x) > 1e-3  # the noise was drawn anew
 
 
 def held_bytes(sequence: ReversibleSequence, x: torch.Tensor) -> int:
