@@ -15,7 +15,7 @@ from benchmarks.cli import main
 from benchmarks.config import ProbeSettings, load_config
 from benchmarks.core.checkpoint import save_checkpoint
 from benchmarks.errors import ConfigError
-from benchmarks.measure.architecture import probe_architecture, sample_photographs
+from benchmarks.measure.architecture import held_by_part, probe_architecture, sample_photographs
 from benchmarks.measure.inversion_figure import decoded_interpolation
 from benchmarks.tables import load_published
 from benchmarks.tasks.classification.architecture_table import build_architecture_table
@@ -150,3 +150,21 @@ def test_table_takes_top1_only_from_a_paper_run_on_imagenet() -> None:
     assert table.loc["irevnet_b", "measured_error"] == 26.9
     assert table.loc["irevnet_b", "measured_top5_error"] == 8.8
     assert table.loc["resnet50", "profile"] == "not run"  # a digits64 run is no ImageNet result
+
+
+def test_revnet56_holds_what_its_operations_need_and_nothing_more() -> None:
+    """Per part, the bytes autograd saves equal what each operation's backward needs by rule
+    (conv/linear/BN: input, ReLU: output, max-pool: input and int64 indices, a memory-saving
+    reversible sequence: its output alone). A duplicate copy would show as a surplus."""
+    rows = held_by_part("revnet56", image_size=64, num_classes=10)
+    assert [row["part"] for row in rows][:3] == [
+        "stem",
+        "stage 1 transition",
+        "stage 1 reversible blocks",
+    ]
+    for row in rows:
+        assert row["measured_bytes"] == row["expected_bytes"], row["part"]
+    stem = next(row for row in rows if row["part"] == "stem")
+    # the image, the conv output, the BN output (ReLU in place) and the max-pool indices
+    image, conv_out, indices = 3 * 64 * 64, 128 * 32 * 32, 128 * 16 * 16
+    assert stem["expected_bytes"] == 4 * (image + 2 * conv_out) + 8 * indices

@@ -36,8 +36,15 @@ from benchmarks.config import ProbeSettings
 from benchmarks.measure.step_memory import MemoryCase, StepMeter, built_model
 from benchmarks.tasks.classification.reference_models import REFERENCE_MODELS
 from flows.registry import create
+from flows.reversible import ReversibleSequence
 
-__all__ = ["is_invertible", "probe_architecture", "sample_photographs"]
+__all__ = [
+    "held_by_part",
+    "is_invertible",
+    "model_parts",
+    "probe_architecture",
+    "sample_photographs",
+]
 
 
 def is_invertible(model: nn.Module) -> bool:
@@ -123,3 +130,153 @@ def probe_architecture(
     if is_invertible(model):
         row.update(_inversion_errors(model, sample_photographs(settings.image_size).to(device)))
     return row
+
+
+def model_parts(model: nn.Module) -> dict[str, nn.Module]:
+    """The parts of a residual classifier in order: stem, each stage's transition unit and
+    reversible sequence (RevNets) or units (ResNets), and the head."""
+    parts: dict[str, nn.Module] = {"stem": model.stem}
+    for index, stage in enumerate(model.stages, start=1):
+        if isinstance(stage[-1], ReversibleSequence):
+            parts[f"stage {index} transition"] = stage[0]
+            parts[f"stage {index} reversible blocks"] = stage[-1]
+        else:
+            parts[f"stage {index}"] = stage
+    parts["head"] = nn.ModuleList([model.head_norm, model.fc])
+    return parts
+
+
+def _measured_bytes(model: nn.Module, images: torch.Tensor) -> dict[str, int]:
+    """Bytes of the storages autograd saves for backward, by the part that saved them first."""
+    current = ["head"]  # the head's ReLU and pooling are functional calls after the body
+    owners: dict[int, tuple[str, int]] = {}  # autograd keeps every saved tensor alive
+    hooks = []
+    for name, part in model_parts(model).items():
+        hooks.append(part.register_forward_pre_hook(lambda m, a, name=name: current.append(name)))
+        hooks.append(part.register_forward_hook(lambda m, a, o: current.pop() and None))
+    parameters = {id(p) for p in model.parameters()}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in parameters and tensor.numel() > 0:
+            storage = tensor.untyped_storage()
+            owners.setdefault(storage.data_ptr(), (current[-1], storage.nbytes()))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(images).sum()
+    for hook in hooks:
+        hook.remove()
+    totals = dict.fromkeys(model_parts(model), 0)
+    for part, nbytes in owners.values():
+        totals[part] += nbytes
+    return totals
+
+
+def _expected_bytes(model: nn.Module, images: torch.Tensor) -> dict[str, int]:
+    """What the backward must keep by the rules of each operation, without autograd: a
+    convolution, linear or BatchNorm layer its input (for the weight gradient or the
+    normalisation), a ReLU its output, a max-pool its input and int64 indices of its output's
+    size, a memory-saving reversible sequence its output alone, and the head's ReLU its
+    output. Tensors that share a storage count once, under the first part that keeps them."""
+    kept: dict[int, tuple[str, int, torch.Tensor]] = {}  # the tensor: no address reuse
+    extra = dict.fromkeys(model_parts(model), 0)
+    hooks = []
+
+    def keep(part: str, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        kept.setdefault(storage.data_ptr(), (part, storage.nbytes(), tensor))
+
+    def rule(part: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d | nn.Linear | nn.modules.batchnorm._BatchNorm):
+            keep(part, x)
+        elif isinstance(module, nn.ReLU):
+            keep(part, y)
+        elif isinstance(module, nn.MaxPool2d):
+            keep(part, x)
+            extra[part] += y.numel() * 8
+
+    def visit(module: nn.Module, part: str) -> None:
+        if isinstance(module, ReversibleSequence) and module.memory_saving:
+            hooks.append(module.register_forward_hook(lambda m, a, y: keep(part, y)))
+            return
+        children = list(module.children())
+        for child in children:
+            visit(child, part)
+        if not children:
+            hooks.append(module.register_forward_hook(lambda m, a, y: rule(part, m, a[0], y)))
+
+    for name, part in model_parts(model).items():
+        visit(part, name)
+    hooks.append(
+        model.head_norm.register_forward_hook(
+            lambda m, a, y: extra.__setitem__("head", extra["head"] + y.numel() * y.element_size())
+        )
+    )
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    totals = dict(extra)
+    for part, nbytes, _tensor in kept.values():
+        totals[part] += nbytes
+    return totals
+
+
+def held_by_part(
+    name: str, image_size: int, num_classes: int = 1000, batch_size: int = 2
+) -> list[dict[str, object]]:
+    """Activation bytes held for backward per image by each part of a residual classifier,
+    measured (storages autograd saves, attributed to the part that saved them) and expected
+    (:func:`_expected_bytes`), both as (batch ``batch_size`` - batch 1) / (``batch_size`` - 1).
+
+    Example:
+        >>> rows = held_by_part("revnet38", image_size=8, num_classes=10)
+        >>> [row["part"] for row in rows][:3]
+        ['stem', 'stage 1 transition', 'stage 1 reversible blocks']
+        >>> all(row["measured_bytes"] == row["expected_bytes"] for row in rows)
+        True
+    """
+    torch.manual_seed(0)
+    model = create(name, num_classes=num_classes).train()
+    images = {n: torch.randn(n, 3, image_size, image_size) for n in (1, batch_size)}
+    rows = []
+    measured = {n: _measured_bytes(model, images[n]) for n in images}
+    expected = {n: _expected_bytes(model, images[n]) for n in images}
+    for part in model_parts(model):
+        rows.append(
+            {
+                "part": part,
+                "measured_bytes": (measured[batch_size][part] - measured[1][part])
+                / (batch_size - 1),
+                "expected_bytes": (expected[batch_size][part] - expected[1][part])
+                / (batch_size - 1),
+            }
+        )
+    return rows
+
+
+def render_held_by_part(name: str, rows: list[dict[str, object]], image_size: int) -> str:
+    """Markdown table of :func:`held_by_part` (MiB per image)."""
+    lines = [
+        f"{name} at {image_size}x{image_size}, activations held for backward per image (MiB):",
+        "",
+        "| part | measured | expected by the ops' rules |",
+        "|---|--:|--:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['part']} | {float(row['measured_bytes']) / 2**20:.2f} | "
+            f"{float(row['expected_bytes']) / 2**20:.2f} |"
+        )
+    measured = sum(float(row["measured_bytes"]) for row in rows) / 2**20
+    expected = sum(float(row["expected_bytes"]) for row in rows) / 2**20
+    lines.append(f"| **total** | **{measured:.1f}** | **{expected:.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m benchmarks.measure.architecture revnet56 [SIZE]
+    import sys
+
+    model_name = sys.argv[1] if len(sys.argv) > 1 else "revnet56"
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 224
+    print(render_held_by_part(model_name, held_by_part(model_name, size), size), end="")
