@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -44,14 +43,7 @@ from torch import nn
 from flows.layers import ChannelZeroPad, depth_to_space, space_to_depth
 from flows.precision import exact_float32
 from flows.registry import register
-from flows.reversible import (
-    RngState,
-    backpropagate_through,
-    draws_random_numbers,
-    frozen_batch_norm_stats,
-    recompute_in_backward,
-    record_rng_state,
-)
+from flows.reversible import frozen_batch_norm_stats
 
 __all__ = ["KERNEL_SIZES", "IRevNet", "IRevNetBlock", "irevnet_a", "irevnet_b", "irevnet_cifar"]
 
@@ -122,7 +114,6 @@ class IRevNetBlock(nn.Module):
             _conv(inner, out_channels, k3),
         ]
         self.f = nn.Sequential(*layers)
-        self.rng_f = draws_random_numbers(self.f)
 
     def _downsample(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, 2) if self.stride == 2 else x
@@ -141,50 +132,10 @@ class IRevNetBlock(nn.Module):
         z1, y1 = halves
         x2 = self._upsample(z1)
         x1 = self._upsample(y1 - self.f(x2))
-        return self._unpad(x1, x2)
-
-    def _unpad(self, x1: torch.Tensor, x2: torch.Tensor) -> Halves:
-        """The inverse of the injective padding (and the adjoint of its gradient)."""
-        if not self.pad.pad:
-            return x1, x2
-        x = self.pad.inverse(torch.cat([x1, x2], dim=1))
-        return x[:, : self.in_channels // 2], x[:, self.in_channels // 2 :]
-
-    def forward_recording_rng(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Halves, RngState]:
-        """:meth:`forward`, also returning the random state before ``F`` (for dropout)."""
-        state = record_rng_state(x1.device) if self.rng_f else None
-        return self((x1, x2)), state
-
-    def backward_from_output(
-        self,
-        y: Halves,
-        grad_y: Halves,
-        state: RngState,
-        autocast: contextlib.AbstractContextManager[object] | None = None,
-    ) -> tuple[Halves, Halves, dict[nn.Parameter, torch.Tensor]]:
-        """Reconstruct the block's input from its output ``(z1, y1)`` and backpropagate.
-
-        ``x2 = S^-1(z1)``; recomputing ``F(x2)`` with grad enabled gives ``x1 = S^-1(y1 -
-        F(x2))`` and, through ``F``, its share of ``dL/dx2``. ``S`` (``space_to_depth`` or the
-        identity) is a permutation, so its gradient is ``S^-1`` of the output's; the injective
-        padding's gradient drops the padded channels, as its inverse drops them. The padded
-        channels of ``x2`` are set back to exact zeros (they are zeros in the forward pass, and
-        the next block's reconstruction leaves rounding errors there that would otherwise give
-        the weights reading them gradients of 1e-11 instead of 0).
-        """
-        recompute = autocast if autocast is not None else contextlib.nullcontext()
-        (z1, y1), (grad_z1, grad_y1) = y, grad_y
-        parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
-        x2 = self._upsample(z1)
-        if self.pad.pad:  # the padded channels are the last ones of (x1, x2) concatenated
-            x2 = x2.clone()
-            x2[:, max(self.in_channels - x2.shape[1], 0) :] = 0
-        f_out, grad_through_f = backpropagate_through(
-            self.f, state, x2, grad_y1, recompute, parameter_grads
-        )
-        x1 = self._upsample(y1 - f_out)
-        grad_x1, grad_x2 = self._upsample(grad_y1), self._upsample(grad_z1) + grad_through_f
-        return self._unpad(x1, x2), self._unpad(grad_x1, grad_x2), parameter_grads
+        if self.pad.pad:
+            x = self.pad.inverse(torch.cat([x1, x2], dim=1))
+            x1, x2 = x[:, : self.in_channels // 2], x[:, self.in_channels // 2 :]
+        return x1, x2
 
 
 class IRevNet(nn.Module):
@@ -199,9 +150,6 @@ class IRevNet(nn.Module):
         init_block_size: block size of the initial ``space_to_depth`` (1: none).
         dropout: dropout rate inside ``F``.
         kernel_sizes: ``"paper"`` (1x1-3x3-1x1) or ``"public"`` (3x3-3x3-3x3).
-        memory_saving: if True (default), training keeps only the representation and
-            recomputes every block's input from its output in backward (the RevNet paper's
-            backward, :func:`flows.reversible.recompute_in_backward`); False: plain autograd.
 
     ``representation(x)`` is the output of the last block (both halves concatenated), the
     point up to which nothing is discarded; ``inverse`` maps it back to the image. The head is
@@ -218,10 +166,8 @@ class IRevNet(nn.Module):
         init_block_size: int = 2,
         dropout: float = 0.0,
         kernel_sizes: str = "paper",
-        memory_saving: bool = True,
     ) -> None:
         super().__init__()
-        self.memory_saving = memory_saving
         if kernel_sizes not in KERNEL_SIZES:
             raise ValueError(f"kernel_sizes must be one of {sorted(KERNEL_SIZES)}")
         self.init_block_size = init_block_size
@@ -252,10 +198,6 @@ class IRevNet(nn.Module):
         """The invertible representation before the head."""
         if self.init_block_size > 1:
             x = space_to_depth(x, self.init_block_size)
-        params = [p for p in self.blocks.parameters() if p.requires_grad]
-        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
-        if self.memory_saving and needs_graph:
-            return recompute_in_backward(x, self.blocks, params, self.split_at)
         halves = (x[:, : self.split_at], x[:, self.split_at :])
         for block in self.blocks:
             halves = block(halves)
@@ -296,7 +238,6 @@ def irevnet_b(
     in_channels: int = 3,
     kernel_sizes: str = "paper",
     dropout: float = 0.0,
-    memory_saving: bool = True,
 ) -> IRevNet:
     """i-RevNet (b), bijective: blocks 6-16-72-6, strides 2-2-2-2, channels 24-96-384-1536.
 
@@ -312,7 +253,6 @@ def irevnet_b(
         init_block_size=2,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
-        memory_saving=memory_saving,
     )
 
 
@@ -328,7 +268,6 @@ def irevnet_cifar(
     in_channels: int = 3,
     kernel_sizes: str = "public",
     dropout: float = 0.1,
-    memory_saving: bool = True,
 ) -> IRevNet:
     """CIFAR i-RevNet of the official code: blocks 18-18-18, strides 1-2-2, channels 16-64-256,
     dropout 0.1, 3x3 kernels, no initial downsampling."""
@@ -341,7 +280,6 @@ def irevnet_cifar(
         init_block_size=1,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
-        memory_saving=memory_saving,
     )
 
 
@@ -360,7 +298,6 @@ def irevnet_a(
     in_channels: int = 3,
     kernel_sizes: str = "paper",
     dropout: float = 0.0,
-    memory_saving: bool = True,
 ) -> IRevNet:
     """i-RevNet (a), injective, as reconstructed here (the paper gives no full configuration).
 
@@ -380,5 +317,4 @@ def irevnet_a(
         init_block_size=4,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
-        memory_saving=memory_saving,
     )
