@@ -133,15 +133,12 @@ def probe_architecture(
 
 
 def model_parts(model: nn.Module) -> dict[str, nn.Module]:
-    """The parts of a residual classifier in order: stem, each stage's transition unit and
-    reversible sequence (RevNets) or units (ResNets), and the head."""
+    """The parts of a RevNet in order: the stem, each stage's transition unit and reversible
+    sequence, and the head."""
     parts: dict[str, nn.Module] = {"stem": model.stem}
-    for index, stage in enumerate(model.stages, start=1):
-        if isinstance(stage[-1], ReversibleSequence):
-            parts[f"stage {index} transition"] = stage[0]
-            parts[f"stage {index} reversible blocks"] = stage[-1]
-        else:
-            parts[f"stage {index}"] = stage
+    for index, (transition, blocks) in enumerate(model.stages, start=1):
+        parts[f"stage {index} transition"] = transition
+        parts[f"stage {index} reversible blocks"] = blocks
     parts["head"] = nn.ModuleList([model.head_norm, model.fc])
     return parts
 
@@ -151,9 +148,13 @@ def _measured_bytes(model: nn.Module, images: torch.Tensor) -> dict[str, int]:
     current = ["head"]  # the head's ReLU and pooling are functional calls after the body
     owners: dict[int, tuple[str, int]] = {}  # autograd keeps every saved tensor alive
     hooks = []
+
+    def leave(module: nn.Module, inputs: object, output: object) -> None:
+        current.pop()
+
     for name, part in model_parts(model).items():
         hooks.append(part.register_forward_pre_hook(lambda m, a, name=name: current.append(name)))
-        hooks.append(part.register_forward_hook(lambda m, a, o: current.pop() and None))
+        hooks.append(part.register_forward_hook(leave))
     parameters = {id(p) for p in model.parameters()}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -205,13 +206,12 @@ def _expected_bytes(model: nn.Module, images: torch.Tensor) -> dict[str, int]:
         if not children:
             hooks.append(module.register_forward_hook(lambda m, a, y: rule(part, m, a[0], y)))
 
+    def head_relu(module: nn.Module, inputs: object, y: torch.Tensor) -> None:
+        extra["head"] += y.numel() * y.element_size()  # the functional ReLU after head_norm
+
     for name, part in model_parts(model).items():
         visit(part, name)
-    hooks.append(
-        model.head_norm.register_forward_hook(
-            lambda m, a, y: extra.__setitem__("head", extra["head"] + y.numel() * y.element_size())
-        )
-    )
+    hooks.append(model.head_norm.register_forward_hook(head_relu))
     with torch.no_grad():
         model(images)
     for hook in hooks:
