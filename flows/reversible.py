@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -63,8 +64,13 @@ from flows.precision import exact_float32
 __all__ = [
     "ReversibleBlock",
     "ReversibleSequence",
+    "ReversibleStep",
+    "backpropagate_through",
     "batch_norm_updates_off",
+    "draws_random_numbers",
     "frozen_batch_norm_stats",
+    "recompute_in_backward",
+    "record_rng_state",
     "residual_stream",
 ]
 
@@ -114,9 +120,10 @@ def batch_norm_updates_off(module: nn.Module) -> Iterator[None]:
             norm.track_running_stats = value
 
 
-def _draws_random_numbers(module: nn.Module) -> bool:
-    """Whether ``module`` holds a dropout layer (the random ops the recomputation replays)."""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in module.modules())
+def draws_random_numbers(module: nn.Module) -> bool:
+    """Whether ``module`` holds a dropout layer with a nonzero rate (the random operations the
+    recomputation replays)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
 
 
 def residual_stream(x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +137,8 @@ RngStates = tuple[RngState, RngState]  # before F, before G
 Halves = tuple[torch.Tensor, torch.Tensor]
 
 
-def _rng_state(device: torch.device) -> RngState:
+def record_rng_state(device: torch.device) -> RngState:
+    """The CPU generator's state and, on CUDA, the device generator's (replayed later)."""
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return torch.get_rng_state(), cuda
 
@@ -148,6 +156,39 @@ def _replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
         if cuda is not None:
             torch.cuda.set_rng_state(cuda, device)
         yield
+
+
+def backpropagate_through(
+    function: nn.Module,
+    state: RngState,
+    inputs: torch.Tensor,
+    grad: torch.Tensor,
+    recompute: contextlib.AbstractContextManager[object],
+    parameter_grads: dict[nn.Parameter, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recompute ``function(inputs)`` with grad enabled (random stream ``state`` replayed,
+    BatchNorm updates off, inside ``recompute``, e.g. the forward pass's autocast state) and
+    backpropagate ``grad`` through it.
+
+    Adds the gradients of ``function``'s trainable parameters to ``parameter_grads`` and
+    returns the recomputed output (detached) and the gradient with respect to ``inputs``.
+    """
+    parameters = [p for p in function.parameters() if p.requires_grad]
+    with torch.enable_grad(), batch_norm_updates_off(function):
+        leaf = inputs.detach().requires_grad_()
+        with _replayed_rng(state, inputs.device), recompute:
+            output = function(leaf)
+        grads = torch.autograd.grad(
+            output, [leaf, *parameters], grad.to(output.dtype), allow_unused=True
+        )
+    for parameter, parameter_grad in zip(parameters, grads[1:], strict=True):
+        if parameter_grad is not None:
+            previous = parameter_grads.get(parameter)
+            parameter_grads[parameter] = (
+                parameter_grad if previous is None else previous + parameter_grad
+            )
+    input_grad = grads[0] if grads[0] is not None else torch.zeros_like(inputs)
+    return output.detach(), input_grad
 
 
 class ReversibleBlock(nn.Module):
@@ -170,8 +211,8 @@ class ReversibleBlock(nn.Module):
         super().__init__()
         self.f = f
         self.g = g
-        self.rng_f = _draws_random_numbers(f) if preserve_rng_state is None else preserve_rng_state
-        self.rng_g = _draws_random_numbers(g) if preserve_rng_state is None else preserve_rng_state
+        self.rng_f = draws_random_numbers(f) if preserve_rng_state is None else preserve_rng_state
+        self.rng_g = draws_random_numbers(g) if preserve_rng_state is None else preserve_rng_state
 
     @exact_float32()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,9 +233,9 @@ class ReversibleBlock(nn.Module):
 
     def forward_recording_rng(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[Halves, RngStates]:
         """:meth:`forward` on halves, also returning the generator states before F and G."""
-        state_f = _rng_state(x1.device) if self.rng_f else None
+        state_f = record_rng_state(x1.device) if self.rng_f else None
         y1 = x1 + self.f(x2)
-        state_g = _rng_state(x1.device) if self.rng_g else None
+        state_g = record_rng_state(x1.device) if self.rng_g else None
         y2 = x2 + self.g(y1)
         return (y1, y2), (state_f, state_g)
 
@@ -222,80 +263,117 @@ class ReversibleBlock(nn.Module):
         recompute = autocast if autocast is not None else contextlib.nullcontext()
         (y1, y2), (grad_y1, grad_y2), (state_f, state_g) = y, grad_y, states
         parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
-
-        def backpropagate(
-            function: nn.Module, state: RngState, inputs: torch.Tensor, grad: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            parameters = [p for p in function.parameters() if p.requires_grad]
-            with torch.enable_grad(), batch_norm_updates_off(function):
-                leaf = inputs.detach().requires_grad_()
-                with _replayed_rng(state, inputs.device), recompute:
-                    output = function(leaf)
-                grads = torch.autograd.grad(
-                    output, [leaf, *parameters], grad.to(output.dtype), allow_unused=True
-                )
-            for parameter, parameter_grad in zip(parameters, grads[1:], strict=True):
-                if parameter_grad is not None:
-                    previous = parameter_grads.get(parameter)
-                    parameter_grads[parameter] = (
-                        parameter_grad if previous is None else previous + parameter_grad
-                    )
-            input_grad = grads[0] if grads[0] is not None else torch.zeros_like(inputs)
-            return output.detach(), input_grad
-
-        g_out, grad_through_g = backpropagate(self.g, state_g, y1, grad_y2)
+        g_out, grad_through_g = backpropagate_through(
+            self.g, state_g, y1, grad_y2, recompute, parameter_grads
+        )
         x2 = y2 - g_out
         grad_z1 = grad_y1 + grad_through_g
-        f_out, grad_through_f = backpropagate(self.f, state_f, x2, grad_z1)
+        f_out, grad_through_f = backpropagate_through(
+            self.f, state_f, x2, grad_z1, recompute, parameter_grads
+        )
         x1 = y1 - f_out
         return (x1, x2), (grad_z1, grad_y2 + grad_through_f), parameter_grads
 
 
-class _MemorySavingFunction(torch.autograd.Function):
-    """Runs reversible blocks without saving their activations (see the module docstring).
+class ReversibleStep(Protocol):
+    """What the memory-saving backward needs of a step: its forward pass on a tuple of tensors
+    recording what the backward must replay (the random state, say), and its backward from its
+    output, which reconstructs its input.
 
-    Between blocks the two channel halves travel separately; they are concatenated once, at
-    the end of the sequence (and of its backward).
+    :class:`ReversibleBlock` and the i-RevNet block are steps on channel halves ``(x1, x2)``;
+    a flow layer is a step on ``(x, logdet)`` (:mod:`flows.layers.memory_saving`).
+    """
+
+    def forward_recording_rng(
+        self, *inputs: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], Any]: ...
+
+    def backward_from_output(
+        self,
+        y: tuple[torch.Tensor, ...],
+        grad_y: tuple[torch.Tensor, ...],
+        states: Any,
+        autocast: contextlib.AbstractContextManager[object] | None = None,
+    ) -> tuple[
+        tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], dict[nn.Parameter, torch.Tensor]
+    ]: ...
+
+
+def recompute_in_backward(
+    inputs: Sequence[torch.Tensor],
+    steps: Sequence[ReversibleStep],
+    parameters: Sequence[nn.Parameter],
+) -> tuple[torch.Tensor, ...]:
+    """Apply ``steps`` to the tuple ``inputs`` keeping only the output tuple for backward; the
+    backward reconstructs each step's input from its output (see the module docstring).
+
+    ``parameters`` are the trainable parameters of the steps (their gradients are returned to
+    autograd, so optimizers and DistributedDataParallel see them as usual).
+
+    Example:
+        >>> blocks = [ReversibleBlock(nn.Linear(2, 2), nn.Linear(2, 2)) for _ in range(2)]
+        >>> params = [p for block in blocks for p in block.parameters()]
+        >>> x = torch.randn(3, 4, requires_grad=True)
+        >>> y1, y2 = recompute_in_backward(x.chunk(2, dim=1), blocks, params)
+        >>> (y1.sum() + y2.sum()).backward()
+        >>> x.grad.shape
+        torch.Size([3, 4])
+    """
+    inputs = tuple(inputs)
+    return _MemorySavingFunction.apply(list(steps), len(inputs), *inputs, *parameters)
+
+
+def _accumulate(
+    total: dict[nn.Parameter, torch.Tensor], grads: dict[nn.Parameter, torch.Tensor]
+) -> None:
+    for parameter, grad in grads.items():
+        total[parameter] = grad if parameter not in total else total[parameter] + grad
+
+
+class _MemorySavingFunction(torch.autograd.Function):
+    """Runs reversible steps without saving their activations (see the module docstring).
+
+    The steps pass a tuple of tensors from one to the next (channel halves, or a flow's
+    ``(x, logdet)``); only the last tuple is saved.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, blocks: Sequence[ReversibleBlock], *params: nn.Parameter):
-        ctx.device_type = x.device.type
+    def forward(ctx, steps: Sequence[ReversibleStep], count: int, *tensors: torch.Tensor):
+        inputs, params = tensors[:count], tensors[count:]
+        ctx.device_type = inputs[0].device.type
         ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
         ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device_type)
         states = []
-        halves = x.chunk(2, dim=1)
+        outputs = inputs
         with torch.no_grad():
-            for block in blocks:
-                halves, block_states = block.forward_recording_rng(*halves)
-                states.append(block_states)
-            y = torch.cat(halves, dim=1)
-        ctx.blocks, ctx.states, ctx.params = blocks, states, params
-        ctx.save_for_backward(y)
-        return y
+            for step in steps:
+                outputs, step_states = step.forward_recording_rng(*outputs)
+                states.append(step_states)
+        # an output that *is* an input (a step passed it through) is returned as a new tensor
+        outputs = tuple(y.clone() if any(y is x for x in inputs) else y for y in outputs)
+        ctx.steps, ctx.states, ctx.params = steps, states, params
+        ctx.save_for_backward(*outputs)
+        return outputs
 
     @staticmethod
     @exact_float32()
-    def backward(ctx, grad_y: torch.Tensor):
+    def backward(ctx, *grad_outputs: torch.Tensor):
         if torch.is_grad_enabled():  # backward(create_graph=True): a higher-order derivative
             raise RuntimeError(
-                "ReversibleSequence(memory_saving=True) does not support higher-order gradients "
-                "(backward with create_graph=True, e.g. a gradient penalty): its backward "
-                "recomputes activations outside autograd's graph. Build the sequence with "
+                "the memory-saving backward (memory_saving=True) does not support higher-order "
+                "gradients (backward with create_graph=True, e.g. a gradient penalty): it "
+                "recomputes activations outside autograd's graph. Build the model with "
                 "memory_saving=False for this computation."
             )
-        (y,) = ctx.saved_tensors
-        halves, grad_halves = y.chunk(2, dim=1), grad_y.chunk(2, dim=1)
+        outputs, grads_out = tuple(ctx.saved_tensors), tuple(grad_outputs)
         grads: dict[nn.Parameter, torch.Tensor] = {}
         replay = torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast)
-        for block, states in zip(reversed(ctx.blocks), reversed(ctx.states), strict=True):
-            halves, grad_halves, block_grads = block.backward_from_output(
-                halves, grad_halves, states, replay
+        for step, states in zip(reversed(ctx.steps), reversed(ctx.states), strict=True):
+            outputs, grads_out, step_grads = step.backward_from_output(
+                outputs, grads_out, states, replay
             )
-            for parameter, grad in block_grads.items():
-                grads[parameter] = grad if parameter not in grads else grads[parameter] + grad
-        grad_x = torch.cat(grad_halves, dim=1)
-        return (grad_x, None, *(grads.get(p) for p in ctx.params))
+            _accumulate(grads, step_grads)
+        return (None, None, *grads_out, *(grads.get(p) for p in ctx.params))
 
 
 class ReversibleSequence(nn.Module):
@@ -329,7 +407,7 @@ class ReversibleSequence(nn.Module):
             for block in self.blocks:
                 x = block(x)
             return x
-        return _MemorySavingFunction.apply(x, list(self.blocks), *params)
+        return torch.cat(recompute_in_backward(x.chunk(2, dim=1), self.blocks, params), dim=1)
 
     @torch.no_grad()
     @exact_float32()

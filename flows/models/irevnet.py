@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -43,9 +44,24 @@ from torch import nn
 from flows.layers import ChannelZeroPad, depth_to_space, space_to_depth
 from flows.precision import exact_float32
 from flows.registry import register
-from flows.reversible import frozen_batch_norm_stats
+from flows.reversible import (
+    RngState,
+    backpropagate_through,
+    draws_random_numbers,
+    frozen_batch_norm_stats,
+    recompute_in_backward,
+    record_rng_state,
+)
 
-__all__ = ["KERNEL_SIZES", "IRevNet", "IRevNetBlock", "irevnet_a", "irevnet_b", "irevnet_cifar"]
+__all__ = [
+    "KERNEL_SIZES",
+    "IRevNet",
+    "IRevNetBlock",
+    "irevnet_a",
+    "irevnet_b",
+    "irevnet_cifar",
+    "zero_channels",
+]
 
 PAPER = (
     "Jacobsen, Smeulders, Oyallon. i-RevNet: Deep Invertible Networks. ICLR 2018 (Table 1; "
@@ -114,6 +130,7 @@ class IRevNetBlock(nn.Module):
             _conv(inner, out_channels, k3),
         ]
         self.f = nn.Sequential(*layers)
+        self.rng_f = draws_random_numbers(self.f)
 
     def _downsample(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, 2) if self.stride == 2 else x
@@ -132,10 +149,67 @@ class IRevNetBlock(nn.Module):
         z1, y1 = halves
         x2 = self._upsample(z1)
         x1 = self._upsample(y1 - self.f(x2))
+        return self._unpad(x1, x2)
+
+    def _unpad(self, x1: torch.Tensor, x2: torch.Tensor) -> Halves:
+        """The inverse of the injective padding (and the adjoint of its gradient)."""
+        if not self.pad.pad:
+            return x1, x2
+        x = self.pad.inverse(torch.cat([x1, x2], dim=1))
+        return x[:, : self.in_channels // 2], x[:, self.in_channels // 2 :]
+
+    def forward_recording_rng(
+        self, x1: torch.Tensor, x2: torch.Tensor
+    ) -> tuple[Halves, tuple[RngState, torch.Tensor]]:
+        """:meth:`forward`, also returning what the backward replays: the random state before
+        ``F`` (for dropout) and which channels of ``F``'s input were exactly zero."""
         if self.pad.pad:
-            x = self.pad.inverse(torch.cat([x1, x2], dim=1))
-            x1, x2 = x[:, : self.in_channels // 2], x[:, self.in_channels // 2 :]
-        return x1, x2
+            x1, x2 = self.pad(torch.cat([x1, x2], dim=1)).chunk(2, dim=1)
+        state = record_rng_state(x1.device) if self.rng_f else None
+        y1 = self._downsample(x1) + self.f(x2)
+        return (self._downsample(x2), y1), (state, zero_channels(x2))
+
+    def backward_from_output(
+        self,
+        y: Halves,
+        grad_y: Halves,
+        states: tuple[RngState, torch.Tensor],
+        autocast: contextlib.AbstractContextManager[object] | None = None,
+    ) -> tuple[Halves, Halves, dict[nn.Parameter, torch.Tensor]]:
+        """Reconstruct the block's input from its output ``(z1, y1)`` and backpropagate.
+
+        ``x2 = S^-1(z1)``; recomputing ``F(x2)`` with grad enabled gives ``x1 = S^-1(y1 -
+        F(x2))`` and, through ``F``, its share of ``dL/dx2``. ``S`` (``space_to_depth`` or the
+        identity) is a permutation, so its gradient is ``S^-1`` of the output's; the injective
+        padding's gradient drops the padded channels, as its inverse drops them.
+
+        Channels of ``x2`` that were exactly zero in the forward pass are set back to exact
+        zeros: the injective padding's, and those a fresh network passes on from it (at
+        initialisation ``F`` maps a zero input to exact zeros, so a padded channel stays zero
+        for a block or two). The reconstruction would leave rounding errors of 1e-17 there,
+        which BatchNorm scales up and a ReLU reads on the wrong side of its kink.
+        """
+        recompute = autocast if autocast is not None else contextlib.nullcontext()
+        (z1, y1), (grad_z1, grad_y1) = y, grad_y
+        state, zeros = states
+        parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
+        x2 = self._upsample(z1).masked_fill(zeros.view(1, -1, 1, 1), 0.0)
+        f_out, grad_through_f = backpropagate_through(
+            self.f, state, x2, grad_y1, recompute, parameter_grads
+        )
+        x1 = self._upsample(y1 - f_out)
+        grad_x1, grad_x2 = self._upsample(grad_y1), self._upsample(grad_z1) + grad_through_f
+        return self._unpad(x1, x2), self._unpad(grad_x1, grad_x2), parameter_grads
+
+
+def zero_channels(x: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` booleans: which channels of ``x`` are exactly zero in every sample and position.
+
+    Example:
+        >>> zero_channels(torch.tensor([[[[1.0]], [[0.0]]]])).tolist()
+        [False, True]
+    """
+    return x.detach().abs().amax(dim=(0, 2, 3)) == 0
 
 
 class IRevNet(nn.Module):
@@ -150,6 +224,9 @@ class IRevNet(nn.Module):
         init_block_size: block size of the initial ``space_to_depth`` (1: none).
         dropout: dropout rate inside ``F``.
         kernel_sizes: ``"paper"`` (1x1-3x3-1x1) or ``"public"`` (3x3-3x3-3x3).
+        memory_saving: if True (default), training keeps only the representation and
+            recomputes every block's input from its output in backward (the RevNet paper's
+            backward, :func:`flows.reversible.recompute_in_backward`); False: plain autograd.
 
     ``representation(x)`` is the output of the last block (both halves concatenated), the
     point up to which nothing is discarded; ``inverse`` maps it back to the image. The head is
@@ -166,8 +243,10 @@ class IRevNet(nn.Module):
         init_block_size: int = 2,
         dropout: float = 0.0,
         kernel_sizes: str = "paper",
+        memory_saving: bool = True,
     ) -> None:
         super().__init__()
+        self.memory_saving = memory_saving
         if kernel_sizes not in KERNEL_SIZES:
             raise ValueError(f"kernel_sizes must be one of {sorted(KERNEL_SIZES)}")
         self.init_block_size = init_block_size
@@ -198,6 +277,11 @@ class IRevNet(nn.Module):
         """The invertible representation before the head."""
         if self.init_block_size > 1:
             x = space_to_depth(x, self.init_block_size)
+        params = [p for p in self.blocks.parameters() if p.requires_grad]
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
+        if self.memory_saving and needs_graph:
+            halves = (x[:, : self.split_at], x[:, self.split_at :])
+            return torch.cat(recompute_in_backward(halves, self.blocks, params), dim=1)
         halves = (x[:, : self.split_at], x[:, self.split_at :])
         for block in self.blocks:
             halves = block(halves)
@@ -238,6 +322,7 @@ def irevnet_b(
     in_channels: int = 3,
     kernel_sizes: str = "paper",
     dropout: float = 0.0,
+    memory_saving: bool = True,
 ) -> IRevNet:
     """i-RevNet (b), bijective: blocks 6-16-72-6, strides 2-2-2-2, channels 24-96-384-1536.
 
@@ -253,6 +338,7 @@ def irevnet_b(
         init_block_size=2,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
+        memory_saving=memory_saving,
     )
 
 
@@ -268,6 +354,7 @@ def irevnet_cifar(
     in_channels: int = 3,
     kernel_sizes: str = "public",
     dropout: float = 0.1,
+    memory_saving: bool = True,
 ) -> IRevNet:
     """CIFAR i-RevNet of the official code: blocks 18-18-18, strides 1-2-2, channels 16-64-256,
     dropout 0.1, 3x3 kernels, no initial downsampling."""
@@ -280,6 +367,7 @@ def irevnet_cifar(
         init_block_size=1,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
+        memory_saving=memory_saving,
     )
 
 
@@ -298,6 +386,7 @@ def irevnet_a(
     in_channels: int = 3,
     kernel_sizes: str = "paper",
     dropout: float = 0.0,
+    memory_saving: bool = True,
 ) -> IRevNet:
     """i-RevNet (a), injective, as reconstructed here (the paper gives no full configuration).
 
@@ -317,4 +406,5 @@ def irevnet_a(
         init_block_size=4,
         dropout=dropout,
         kernel_sizes=kernel_sizes,
+        memory_saving=memory_saving,
     )
