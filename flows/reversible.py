@@ -71,6 +71,7 @@ __all__ = [
     "frozen_batch_norm_stats",
     "recompute_in_backward",
     "record_rng_state",
+    "replayed_rng",
     "residual_stream",
 ]
 
@@ -103,13 +104,14 @@ def frozen_batch_norm_stats(module: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def batch_norm_updates_off(module: nn.Module) -> Iterator[None]:
     """BatchNorm layers of ``module`` in train mode normalise with batch statistics but do not
-    update their running statistics inside the block (eval mode is unaffected).
+    update their running statistics inside the block (eval mode is unaffected). Any module
+    with a ``track_running_stats`` attribute counts (a flow's batch norm has one).
 
     The cheap form of :func:`frozen_batch_norm_stats` for the recomputation: it flips
     ``track_running_stats`` instead of copying every buffer, so it launches no kernels (on a
     GPU, six buffer copies per branch were a large part of a block's recomputation).
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in module.modules() if hasattr(m, "track_running_stats")]
     tracked = [m.track_running_stats for m in norms]
     try:
         for norm in norms:
@@ -144,7 +146,7 @@ def record_rng_state(device: torch.device) -> RngState:
 
 
 @contextlib.contextmanager
-def _replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
+def replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
     """Run the block with the generator state recorded in the forward pass, then restore."""
     if state is None:
         yield
@@ -176,7 +178,7 @@ def backpropagate_through(
     parameters = [p for p in function.parameters() if p.requires_grad]
     with torch.enable_grad(), batch_norm_updates_off(function):
         leaf = inputs.detach().requires_grad_()
-        with _replayed_rng(state, inputs.device), recompute:
+        with replayed_rng(state, inputs.device), recompute:
             output = function(leaf)
         grads = torch.autograd.grad(
             output, [leaf, *parameters], grad.to(output.dtype), allow_unused=True

@@ -27,6 +27,14 @@ a structural check could not tell a bijective layer from these; subclassing stat
 base class adds no parameters, buffers or submodules: a layer's ``state_dict`` is unchanged by
 subclassing it.
 
+For the memory-saving backward (:mod:`flows.layers.memory_saving`), which keeps a chain's
+output only and recomputes each layer's input from its output, a layer also offers
+:meth:`~InvertibleLayer.forward_and_memo` (the forward pass plus the little it needs to
+invert itself exactly, e.g. a batch norm's batch moments; ``None`` by default) and
+:meth:`~InvertibleLayer.rebuild` (reconstruct the input from the output and recompute the
+forward pass from it with grad enabled). The defaults invert and then run the forward pass; a
+coupling overrides ``rebuild`` to evaluate its network once for both.
+
 Example:
     >>> import math
     >>> import torch
@@ -46,11 +54,37 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["InvertibleLayer"]
+__all__ = ["InvertibleLayer", "Rebuilt", "Replay"]
+
+Replay = Callable[[], contextlib.AbstractContextManager[object]]
+"""Enters the random state of the forward pass (for dropout) around each network call."""
+
+
+class Rebuilt(NamedTuple):
+    """A layer's input reconstructed from its output, and the forward pass recomputed from it.
+
+    ``output`` and ``logdet`` are functions of the tensors ``leaves`` (which require grad) and
+    the layer's parameters; ``input_grad`` maps the gradients with respect to ``leaves`` to
+    the gradient with respect to the layer's input, whose value is ``input``.
+    """
+
+    input: torch.Tensor
+    leaves: tuple[torch.Tensor, ...]
+    output: torch.Tensor
+    logdet: torch.Tensor
+    input_grad: Callable[[Sequence[torch.Tensor]], torch.Tensor]
+
+
+def _only_leaf_grad(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    (grad,) = grads
+    return grad
 
 
 class InvertibleLayer(nn.Module, metaclass=abc.ABCMeta):
@@ -68,3 +102,19 @@ class InvertibleLayer(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """``x`` with ``forward(x)[0] == y``."""
+
+    def forward_and_memo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(y, logdet, memo)``: :meth:`forward` and what :meth:`rebuild` needs besides ``y``
+        to invert exactly (``None`` here: the inverse needs nothing else)."""
+        y, logdet = self(x)
+        return y, logdet, None
+
+    def rebuild(self, y: torch.Tensor, memo: Any, replay: Replay) -> Rebuilt:
+        """Reconstruct the input from ``y`` (and ``memo``) without grad, then recompute the
+        forward pass from it with grad enabled (see :class:`Rebuilt`)."""
+        with torch.no_grad(), replay():
+            x = self.inverse(y)
+        leaf = x.detach().requires_grad_()
+        with replay():
+            output, logdet = self(leaf)
+        return Rebuilt(x.detach(), (leaf,), output, logdet, _only_leaf_grad)

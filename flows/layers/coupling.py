@@ -21,6 +21,13 @@ and invertible whatever ``net`` is. Two ways of splitting (``mask``):
 channels ``[shift, raw log-scale]`` (RealNVP, halves as in ``tf.split``) or ``2 c_b`` channels
 interleaved ``shift = h[:, 0::2]``, ``raw = h[:, 1::2]`` (Glow).
 
+Each coupling is written as its network's output, ``parameters(x_a)``, and an elementwise map
+of ``x_b`` given them, ``transform`` / ``untransform``. The memory-saving backward uses the
+split: :meth:`~_Coupling.rebuild` evaluates the network once, on the conditioning part of the
+output (which *is* ``x_a``), to invert ``x_b`` and to recompute the forward pass with grad,
+where inverting and then running the forward pass would evaluate it twice (the RevNet paper's
+Algorithm 1 shares ``F(x2)`` the same way).
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -34,11 +41,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows.layers.base import InvertibleLayer
+from flows.layers.base import InvertibleLayer, Rebuilt, Replay
 from flows.layers.masks import MASK_TYPES, checkerboard_mask
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "GlowAffineCoupling"]
@@ -84,6 +93,56 @@ class _Coupling(InvertibleLayer):
     def _weighted(t: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         return t if weight is None else t * weight
 
+    def parameters_of(
+        self, a: torch.Tensor, weight: torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        """The elementwise map's parameters from ``net(x_a)`` (weighted for a checkerboard)."""
+        raise NotImplementedError
+
+    def transform(
+        self, b: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y_b, logdet)`` given the parameters."""
+        raise NotImplementedError
+
+    def untransform(self, y_b: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``x_b`` given the parameters."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b, weight = self._split(x)
+        y_b, logdet = self.transform(b, self.parameters_of(a, weight))
+        return self._merge(a, y_b), logdet
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        a, b, weight = self._split(y)
+        return self._merge(a, self.untransform(b, self.parameters_of(a, weight)))
+
+    def rebuild(self, y: torch.Tensor, memo: object, replay: Replay) -> Rebuilt:
+        """Invert and recompute with one evaluation of ``net`` (see the module docstring).
+
+        The leaves are ``y`` (its conditioning part is ``x_a``, read by ``net``) and the
+        reconstructed ``x_b``; the input's gradient is the conditioning part's (through
+        ``net``) plus ``x_b``'s (through the elementwise map, identity where a checkerboard
+        leaves entries unchanged).
+        """
+        conditioning = y.detach().requires_grad_()
+        a, b, weight = self._split(conditioning)
+        with replay():
+            params = self.parameters_of(a, weight)
+        with torch.no_grad():
+            x_b = self.untransform(b, tuple(p.detach() for p in params))
+        transformed = x_b.requires_grad_()
+        y_b, logdet = self.transform(transformed, params)
+        x = self._merge(a.detach(), x_b.detach())
+        return Rebuilt(x, (conditioning, transformed), self._merge(a, y_b), logdet, self._grad)
+
+    def _grad(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        through_net, through_map = grads
+        if self.mask == "checkerboard":
+            return through_net + through_map
+        return self._merge(self._split(through_net)[0], through_map)
+
 
 class AdditiveCoupling(_Coupling):
     """NICE's additive coupling ``y_b = x_b + t(x_a)``; log-determinant 0.
@@ -100,14 +159,20 @@ class AdditiveCoupling(_Coupling):
         [0.0, 0.0, 0.0, 0.0]
     """
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b, weight = self._split(x)
-        y = self._merge(a, b + self._weighted(self.net(a), weight))
-        return y, x.new_zeros(x.shape[0])
+    def parameters_of(
+        self, a: torch.Tensor, weight: torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        return (self._weighted(self.net(a), weight),)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        a, b, weight = self._split(y)
-        return self._merge(a, b - self._weighted(self.net(a), weight))
+    def transform(
+        self, b: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        (shift,) = params
+        return b + shift, b.new_zeros(b.shape[0])
+
+    def untransform(self, y_b: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (shift,) = params
+        return y_b - shift
 
 
 class AffineCoupling(_Coupling):
@@ -145,9 +210,9 @@ class AffineCoupling(_Coupling):
         shape = () if scale_channels is None else (scale_channels,)
         self.scale = nn.Parameter(torch.full(shape, float(scale_init)))
 
-    def _shift_and_log_scale(
+    def parameters_of(
         self, a: torch.Tensor, weight: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         shift, raw = self.net(a).chunk(2, dim=1)
         scale = self.scale
         if scale.dim() == 1:
@@ -155,16 +220,15 @@ class AffineCoupling(_Coupling):
         log_scale = scale * torch.tanh(raw)
         return self._weighted(shift, weight), self._weighted(log_scale, weight)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b, weight = self._split(x)
-        shift, log_scale = self._shift_and_log_scale(a, weight)
-        y = self._merge(a, b * torch.exp(log_scale) + shift)
-        return y, _per_sample_sum(log_scale)
+    def transform(
+        self, b: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = params
+        return b * torch.exp(log_scale) + shift, _per_sample_sum(log_scale)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        a, b, weight = self._split(y)
-        shift, log_scale = self._shift_and_log_scale(a, weight)
-        return self._merge(a, (b - shift) * torch.exp(-log_scale))
+    def untransform(self, y_b: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, log_scale = params
+        return (y_b - shift) * torch.exp(-log_scale)
 
 
 class GlowAffineCoupling(_Coupling):
@@ -187,20 +251,19 @@ class GlowAffineCoupling(_Coupling):
         (True, True)
     """
 
-    def _shift_and_log_scale(
+    def parameters_of(
         self, a: torch.Tensor, weight: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         h = self.net(a)
         shift, raw = h[:, 0::2], h[:, 1::2]
         return self._weighted(shift, weight), self._weighted(F.logsigmoid(raw + 2.0), weight)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b, weight = self._split(x)
-        shift, log_scale = self._shift_and_log_scale(a, weight)
-        y = self._merge(a, (b + shift) * torch.exp(log_scale))
-        return y, _per_sample_sum(log_scale)
+    def transform(
+        self, b: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = params
+        return (b + shift) * torch.exp(log_scale), _per_sample_sum(log_scale)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        a, b, weight = self._split(y)
-        shift, log_scale = self._shift_and_log_scale(a, weight)
-        return self._merge(a, b * torch.exp(-log_scale) - shift)
+    def untransform(self, y_b: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, log_scale = params
+        return y_b * torch.exp(-log_scale) - shift

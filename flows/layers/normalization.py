@@ -21,10 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flows.layers.base import InvertibleLayer
+from flows.layers.base import InvertibleLayer, Rebuilt, Replay
 from flows.layers.masks import channel_mask, checkerboard_mask
 
 __all__ = ["ActNorm", "BatchNormFlow", "ElementwiseNorm"]
+
+Moments = tuple[torch.Tensor, torch.Tensor]  # per-channel mean and variance
 
 
 def _channel_view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -136,6 +138,7 @@ class BatchNormFlow(InvertibleLayer):
         self.eps = eps
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self.track_running_stats = True  # off while the memory-saving backward recomputes
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, mask={self.mask!r}, reverse={self.reverse}"
@@ -158,9 +161,10 @@ class BatchNormFlow(InvertibleLayer):
         dims = _reduce_dims(x)
         mean = masked.mean(dim=dims)
         var = (masked - _channel_view(mean, x)).pow(2).mean(dim=dims)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach(), self.momentum)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
         return mean, var
 
     def _shift_and_half_log_var(
@@ -173,18 +177,32 @@ class BatchNormFlow(InvertibleLayer):
         return shift, half_log_var
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, logdet, _ = self.forward_and_memo(x)
+        return y, logdet
+
+    def forward_and_memo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Moments]:
+        """:meth:`forward` and the moments it normalised with (the batch's in training)."""
         active = self._active(x)
         mean, var = self._moments(x, active)
         shift, half_log_var = self._shift_and_half_log_var(x, mean, var, active)
         y = (x - shift) * torch.exp(-half_log_var)
-        return y, -half_log_var.expand_as(x).flatten(1).sum(1)
+        return y, -half_log_var.expand_as(x).flatten(1).sum(1), (mean.detach(), var.detach())
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        active = self._active(y)
-        shift, half_log_var = self._shift_and_half_log_var(
-            y, self.running_mean, self.running_var, active
-        )
+        return self._denormalise(y, (self.running_mean, self.running_var))
+
+    def _denormalise(self, y: torch.Tensor, moments: Moments) -> torch.Tensor:
+        shift, half_log_var = self._shift_and_half_log_var(y, *moments, self._active(y))
         return y * torch.exp(half_log_var) + shift
+
+    def rebuild(self, y: torch.Tensor, memo: Moments, replay: Replay) -> Rebuilt:
+        """Invert with the moments the forward pass used (in training, the batch's: the
+        running averages would not invert it), then recompute the forward pass."""
+        with torch.no_grad():
+            x = self._denormalise(y, memo)
+        leaf = x.requires_grad_()
+        output, logdet = self(leaf)
+        return Rebuilt(x.detach(), (leaf,), output, logdet, lambda grads: grads[0])
 
 
 class ElementwiseNorm(InvertibleLayer):

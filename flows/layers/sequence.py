@@ -8,6 +8,11 @@ Example:
     >>> z, logdet = flow(x)                      # train mode: actnorm initialises on x
     >>> z.shape, logdet.shape, bool((flow.inverse(z) - x).abs().max() < 1e-4)
     (torch.Size([4, 8, 2, 2]), torch.Size([4]), True)
+
+With ``memory_saving=True`` a training forward pass keeps only the chain's output and
+log-determinant, and the backward recomputes every layer's input from its output
+(:mod:`flows.layers.memory_saving`); the values and gradients are those of plain autograd up
+to rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from flows.layers.base import InvertibleLayer
+from flows.layers.memory_saving import run_with_memory_saving
 
 __all__ = ["FlowSequence"]
 
@@ -29,11 +35,14 @@ class FlowSequence(InvertibleLayer):
     Args:
         *layers: invertible layers (the :class:`~flows.layers.InvertibleLayer` contract:
             ``y, logdet = layer(x)`` and ``x = layer.inverse(y)``).
+        memory_saving: recompute the layers' activations in backward instead of storing
+            them (see the module docstring); False (default): plain autograd.
     """
 
-    def __init__(self, *layers: InvertibleLayer) -> None:
+    def __init__(self, *layers: InvertibleLayer, memory_saving: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.memory_saving = memory_saving
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -44,7 +53,20 @@ class FlowSequence(InvertibleLayer):
     def __getitem__(self, index: int) -> nn.Module:
         return self.layers[index]
 
+    def flat_layers(self) -> list[InvertibleLayer]:
+        """The layers, with those of nested sequences in their place (a Glow step's three)."""
+        return [
+            inner
+            for layer in self.layers
+            for inner in (layer.flat_layers() if isinstance(layer, FlowSequence) else [layer])
+        ]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if self.memory_saving and needs_graph and len(self.layers):
+            return run_with_memory_saving(x, self.flat_layers())
         logdet = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, step = layer(x)

@@ -52,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -65,6 +66,14 @@ from flows.layers.reshaping import depth_to_space, space_to_depth
 from flows.models.flowpp_nets import ContextProcessor, CouplingNetwork
 from flows.models.image_flow import ImageFlow
 from flows.registry import register
+from flows.reversible import (
+    RngState,
+    batch_norm_updates_off,
+    draws_random_numbers,
+    recompute_in_backward,
+    record_rng_state,
+    replayed_rng,
+)
 
 __all__ = [
     "FlowPPCoupling",
@@ -174,24 +183,32 @@ class FlowPPCoupling(nn.Module):
         mixture = out[:, :, 2:].view(n, c, 3, self.components, h, w).permute(2, 0, 1, 4, 5, 3)
         return s, t, mixture[0], mixture[1], mixture[2]
 
-    def forward(
-        self, conditioning: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None
+    def transform(
+        self, x: torch.Tensor, params: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.parameters_for(conditioning, context)
+        """``(y, logdet)`` of the elementwise map given the network's parameters."""
         if not self.components:
             s, t = params
             return x * torch.exp(s) + t, _sum(s)
         y, log_derivative = mixture_logistic_coupling(x, *params)
         return y, _sum(log_derivative)
 
-    def inverse(
-        self, conditioning: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        params = self.parameters_for(conditioning, context)
+    def untransform(self, y: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The inverse of :meth:`transform` (by bisection for a mixture)."""
         if not self.components:
             s, t = params
             return (y - t) * torch.exp(-s)
         return mixture_logistic_coupling_inverse(y, *params)
+
+    def forward(
+        self, conditioning: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(x, self.parameters_for(conditioning, context))
+
+    def inverse(
+        self, conditioning: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.untransform(y, self.parameters_for(conditioning, context))
 
 
 class FlowPPStep(nn.Module):
@@ -215,6 +232,7 @@ class FlowPPStep(nn.Module):
             else None
         )
         self.coupling = FlowPPCoupling(channels, height, width, **coupling)
+        self.draws_random_numbers = draws_random_numbers(self.coupling)
 
     def _elementwise(self, halves: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         logdet = halves[0].new_zeros(halves[0].shape[0])
@@ -225,10 +243,86 @@ class FlowPPStep(nn.Module):
                 logdet = logdet + step
         return halves, logdet
 
+    def _half_layers(self, index: int) -> list[InvertibleLayer]:
+        """Norm, then Pointwise, of half ``index`` (the halves do not interact there)."""
+        layers = [self.norms[index]]
+        return layers if self.pointwise is None else [*layers, self.pointwise[index]]
+
+    def _half_forward(self, index: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = h.new_zeros(h.shape[0])
+        for layer in self._half_layers(index):
+            h, step = layer(h)
+            logdet = logdet + step
+        return h, logdet
+
+    def _half_inverse(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        for layer in reversed(self._half_layers(index)):
+            h = layer.inverse(h)
+        return h
+
+    def forward_recording_rng(
+        self, first: torch.Tensor, second: torch.Tensor, logdet: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], RngState]:
+        """:meth:`forward` as a step of the memory-saving backward on ``(first, second,
+        logdet)``, with the random state before it (the networks' dropout)."""
+        state = record_rng_state(first.device) if self.draws_random_numbers else None
+        (second, first), step = self((first, second))
+        return (second, first, logdet + step), state
+
+    def backward_from_output(
+        self,
+        outputs: tuple[torch.Tensor, ...],
+        grads: tuple[torch.Tensor, ...],
+        state: RngState,
+        autocast: contextlib.AbstractContextManager[object] | None = None,
+    ) -> tuple[
+        tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], dict[nn.Parameter, torch.Tensor]
+    ]:
+        """Rebuild the step's input from its output and backpropagate through the step.
+
+        The output's second entry is the first half after Norm and Pointwise, the coupling
+        network's input: the network runs once, with grad, both to invert the coupling and
+        for the recomputed forward pass (the RevNet paper's Algorithm 1). The two halves'
+        Norm and Pointwise are inverted and recomputed around it.
+        """
+        (out_second, out_first, logdet), (grad_second, grad_first, grad_logdet) = outputs, grads
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        recompute = autocast if autocast is not None else contextlib.nullcontext()
+        with torch.enable_grad(), batch_norm_updates_off(self), recompute:
+            with torch.no_grad():
+                first = self._half_inverse(0, out_first)
+            first_leaf = first.requires_grad_()
+            conditioning, logdet_first = self._half_forward(0, first_leaf)
+            with replayed_rng(state, first.device):
+                params = self.coupling.parameters_for(conditioning, None)
+            with torch.no_grad():
+                transformed = self.coupling.untransform(
+                    out_second, tuple(p.detach() for p in params)
+                )
+                second = self._half_inverse(1, transformed)
+            second_leaf = second.requires_grad_()
+            second_in, logdet_second = self._half_forward(1, second_leaf)
+            second_out, logdet_coupling = self.coupling.transform(second_in, params)
+            step = logdet_first + logdet_second + logdet_coupling
+        found = torch.autograd.grad(
+            (second_out, conditioning, step),
+            (first_leaf, second_leaf, *parameters),
+            (grad_second, grad_first, grad_logdet),
+            allow_unused=True,
+        )
+        parameter_grads = {
+            p: g for p, g in zip(parameters, found[2:], strict=True) if g is not None
+        }
+        inputs = (first.detach(), second.detach(), logdet - step.detach())
+        return inputs, (found[0], found[1], grad_logdet), parameter_grads
+
     def forward(
         self, pair: tuple[torch.Tensor, torch.Tensor], context: torch.Tensor | None = None
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        (first, second), logdet = self._elementwise(list(pair))
+        # contiguous halves: dropout draws its mask in memory order, and the memory-saving
+        # backward recomputes the step on fresh contiguous tensors, whatever layout the
+        # previous step's output had (the mixture coupling's comes out permuted)
+        (first, second), logdet = self._elementwise([half.contiguous() for half in pair])
         second, step = self.coupling(first, second, context)
         return (second, first), logdet + step
 
@@ -249,9 +343,15 @@ class FlowPPStage(InvertibleLayer):
     ``"space_to_depth"`` (2x2, TensorFlow's channel order, log-determinant 0)."""
 
     def __init__(
-        self, spec: str, shape: tuple[int, int, int], pointwise: bool = True, **coupling: object
+        self,
+        spec: str,
+        shape: tuple[int, int, int],
+        pointwise: bool = True,
+        memory_saving: bool = False,
+        **coupling: object,
     ) -> None:
         super().__init__()
+        self.memory_saving = memory_saving
         kind, _, count = spec.partition(":")
         channels, height, width = shape
         self.kind = kind
@@ -291,6 +391,11 @@ class FlowPPStage(InvertibleLayer):
             return space_to_depth(x, 2), x.new_zeros(x.shape[0])
         pair = split_halves(x, self.kind)
         logdet = x.new_zeros(x.shape[0])
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(parameters))
+        if self.memory_saving and needs_graph and context is None and len(self.steps):
+            *pair, logdet = recompute_in_backward((*pair, logdet), self.steps, parameters)
+            return merge_halves(*pair, self.kind), logdet
         for step in self.steps:
             pair, step_logdet = step(pair, context)
             logdet = logdet + step_logdet
@@ -312,11 +417,12 @@ class _StageSequence(InvertibleLayer):
         shape: tuple[int, int, int],
         pointwise: bool,
         coupling: dict[str, object],
+        memory_saving: bool = False,
     ) -> None:
         super().__init__()
         modules = []
         for spec in stages:
-            stage = FlowPPStage(spec, shape, pointwise, **coupling)
+            stage = FlowPPStage(spec, shape, pointwise, memory_saving, **coupling)
             modules.append(stage)
             shape = stage.out_shape
         self.stages = nn.ModuleList(modules)
@@ -443,6 +549,11 @@ class FlowPlusPlus(ImageFlow):
         dequant_mixer: the dequantizer's networks' mixer if it differs from the main flow's
             (ImageNet 64: ``"none"``).
         final_elu, weight_norm: the ImageNet launchers' coupling-network variant.
+        memory_saving: if True (default), training keeps each stage's output only and
+            recomputes every step's input from its output in backward (each mixture coupling
+            inverted by bisection; not in the official code, which stores the activations);
+            False: plain autograd, the same weights. The dequantizer's flow, conditioned on
+            the image, always runs on plain autograd.
     """
 
     def __init__(
@@ -467,6 +578,7 @@ class FlowPlusPlus(ImageFlow):
         final_elu: bool = False,
         weight_norm: bool = False,
         dequant_mixer: str | None = None,
+        memory_saving: bool = True,
     ) -> None:
         super().__init__(in_channels, image_size)
         if dequantization not in DEQUANTIZATIONS:
@@ -484,7 +596,11 @@ class FlowPlusPlus(ImageFlow):
         }
         self.preprocess = LogitTransform(alpha=0.05)
         self.flow = _StageSequence(
-            stages, self.image_shape, pointwise, {**shared, "filters": filters, "blocks": blocks}
+            stages,
+            self.image_shape,
+            pointwise,
+            {**shared, "filters": filters, "blocks": blocks},
+            memory_saving,
         )
         self.latent_shape = self.flow.out_shape
         self.dequantizer = (
@@ -556,6 +672,7 @@ def flowpp_cifar10(
     coupling: str = "mixture",
     attention: bool = True,
     dequantization: str = "variational",
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Flow++ for CIFAR-10 (31,443,440 parameters, as printed in ``run_cifar.py``)."""
     return _build(locals())
@@ -577,6 +694,7 @@ def flowpp_cifar10_uniform(
     components: int = 32,
     heads: int = 4,
     dropout: float = 0.2,
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Ablation: uniform dequantization (no dequantizer; 104 filters, 32,324,408 parameters)."""
     return _build(locals(), dequantization="uniform")
@@ -599,6 +717,7 @@ def flowpp_cifar10_affine(
     dropout: float = 0.2,
     dequant_filters: int = 108,
     dequant_blocks: int = 2,
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Ablation: affine instead of logistic-mixture couplings (108 filters, 32,045,708)."""
     return _build(locals(), components=0, coupling="affine")
@@ -622,6 +741,7 @@ def flowpp_cifar10_no_attention(
     dropout: float = 0.2,
     dequant_filters: int = 96,
     dequant_blocks: int = 2,
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Ablation: no self-attention (pointwise gated MLP instead; 31,443,440 parameters).
 
@@ -649,6 +769,7 @@ def flowpp_imagenet32(
     components: int = 32,
     heads: int = 4,
     dropout: float = 0.0,
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Flow++ for ImageNet 32x32 (168,955,724 parameters, as printed in the launcher)."""
     return _build(
@@ -686,6 +807,7 @@ def flowpp_imagenet64(
     components: int = 4,
     heads: int = 4,
     dropout: float = 0.0,
+    memory_saving: bool = True,
 ) -> FlowPlusPlus:
     """Flow++ for ImageNet 64x64 (73,489,960 parameters, as printed in the launcher)."""
     return _build(

@@ -137,6 +137,10 @@ class Glow(ImageFlow):
         coupling: ``"affine"`` (default) or ``"additive"``.
         lu: LU-decomposed 1x1 convolutions instead of plain ones.
         learn_top: learned top prior (``learntop``) instead of a standard normal.
+        memory_saving: if True (default), training keeps each level's output only and
+            recomputes every step's input from its output in backward
+            (:mod:`flows.layers.memory_saving`; not in the official code, which stores the
+            activations); False: plain autograd, the same weights.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class Glow(ImageFlow):
         coupling: str = "affine",
         lu: bool = False,
         learn_top: bool = True,
+        memory_saving: bool = True,
     ) -> None:
         super().__init__(in_channels, image_size)
         if levels < 1 or steps < 1:
@@ -163,7 +168,10 @@ class Glow(ImageFlow):
         self.latent_shapes: list[tuple[int, int, int]] = []
         for level in range(levels):
             blocks.append(
-                FlowSequence(*(GlowStep(channels, width, coupling, lu) for _ in range(steps)))
+                FlowSequence(
+                    *(GlowStep(channels, width, coupling, lu) for _ in range(steps)),
+                    memory_saving=memory_saving,
+                )
             )
             if level < levels - 1:
                 splits.append(Split(channels))
@@ -243,9 +251,12 @@ def glow_cifar10(
     coupling: str = "affine",
     lu: bool = False,
     learn_top: bool = True,
+    memory_saving: bool = True,
 ) -> Glow:
     """Glow for CIFAR-10: L = 3 levels of K = 32 steps, width 512 (44.6M parameters)."""
-    return Glow(in_channels, image_size, levels, steps, width, coupling, lu, learn_top)
+    return Glow(
+        in_channels, image_size, levels, steps, width, coupling, lu, learn_top, memory_saving
+    )
 
 
 @register(task="density", paper=PAPER, table="density", row="Glow", notes=NOTES)
@@ -258,9 +269,12 @@ def glow_imagenet32(
     coupling: str = "affine",
     lu: bool = False,
     learn_top: bool = True,
+    memory_saving: bool = True,
 ) -> Glow:
     """Glow for ImageNet 32x32: L = 3 levels of K = 48 steps, width 512 (66.9M parameters)."""
-    return Glow(in_channels, image_size, levels, steps, width, coupling, lu, learn_top)
+    return Glow(
+        in_channels, image_size, levels, steps, width, coupling, lu, learn_top, memory_saving
+    )
 
 
 @register(task="density", paper=PAPER, table="density", row="Glow", notes=NOTES)
@@ -273,6 +287,9 @@ def glow_imagenet64(
     coupling: str = "affine",
     lu: bool = False,
     learn_top: bool = True,
+    memory_saving: bool = True,
 ) -> Glow:
     """Glow for ImageNet 64x64: L = 4 levels of K = 48 steps, width 512 (112.4M parameters)."""
-    return Glow(in_channels, image_size, levels, steps, width, coupling, lu, learn_top)
+    return Glow(
+        in_channels, image_size, levels, steps, width, coupling, lu, learn_top, memory_saving
+    )

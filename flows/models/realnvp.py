@@ -247,7 +247,13 @@ class RealNVPScale(InvertibleLayer):
     """One scale: checkerboard couplings, then (unless final) squeezed channel-wise ones."""
 
     def __init__(
-        self, channels: int, width: int, blocks: int, final: bool, batch_norm: bool = True
+        self,
+        channels: int,
+        width: int,
+        blocks: int,
+        final: bool,
+        batch_norm: bool = True,
+        memory_saving: bool = True,
     ) -> None:
         super().__init__()
         self.final = final
@@ -258,7 +264,8 @@ class RealNVPScale(InvertibleLayer):
                 layer
                 for r in reverses
                 for layer in _coupling(channels, width, blocks, "checkerboard", r, batch_norm)
-            )
+            ),
+            memory_saving=memory_saving,
         )
         self.channelwise = (
             None
@@ -270,7 +277,8 @@ class RealNVPScale(InvertibleLayer):
                     for layer in _coupling(
                         4 * channels, 2 * width, blocks, "channel", r, batch_norm
                     )
-                )
+                ),
+                memory_saving=memory_saving,
             )
         )
 
@@ -300,6 +308,10 @@ class RealNVP(ImageFlow):
             ``use_batch_norm``; without them the official code also adds a learned scalar to
             every log-scale, which is not reproduced here).
         alpha: the logit transform's ``alpha`` (0.05).
+        memory_saving: if True (default), training keeps each scale's outputs only and
+            recomputes every coupling's and batch norm's input from its output in backward
+            (:mod:`flows.layers.memory_saving`; not in the official code); False: plain
+            autograd, the same weights.
     """
 
     def __init__(
@@ -311,6 +323,7 @@ class RealNVP(ImageFlow):
         width: int = 64,
         batch_norm: bool = True,
         alpha: float = 0.05,
+        memory_saving: bool = True,
     ) -> None:
         super().__init__(in_channels, image_size)
         if scales < 1:
@@ -325,7 +338,9 @@ class RealNVP(ImageFlow):
         channels, side = in_channels, image_size
         for index in range(scales):
             final = index == scales - 1
-            layers.append(RealNVPScale(channels, width * 2**index, blocks, final, batch_norm))
+            layers.append(
+                RealNVPScale(channels, width * 2**index, blocks, final, batch_norm, memory_saving)
+            )
             if not final:
                 self.latent_shapes.append((2 * channels, side // 2, side // 2))
                 channels, side = 2 * channels, side // 2
@@ -365,10 +380,13 @@ def realnvp_cifar10(
     blocks: int = 8,
     width: int = 64,
     batch_norm: bool = True,
+    memory_saving: bool = True,
 ) -> RealNVP:
     """RealNVP for CIFAR-10 (paper, Sec. 4.1: 8 residual blocks, 64 feature maps, downscale
     only once, i.e. two scales; the official code has no CIFAR-10 setting). 19.6M parameters."""
-    return RealNVP(in_channels, image_size, scales, blocks, width, batch_norm)
+    return RealNVP(
+        in_channels, image_size, scales, blocks, width, batch_norm, memory_saving=memory_saving
+    )
 
 
 @register(task="density", paper=PAPER, table="density", row="RealNVP", notes=NOTES)
@@ -379,10 +397,13 @@ def realnvp_imagenet32(
     blocks: int = 4,
     width: int = 32,
     batch_norm: bool = True,
+    memory_saving: bool = True,
 ) -> RealNVP:
     """RealNVP for ImageNet 32x32 (official README: ``n_scale=4, base_dim=32,
     residual_blocks=4``). 46.2M parameters."""
-    return RealNVP(in_channels, image_size, scales, blocks, width, batch_norm)
+    return RealNVP(
+        in_channels, image_size, scales, blocks, width, batch_norm, memory_saving=memory_saving
+    )
 
 
 @register(task="density", paper=PAPER, table="density", row="RealNVP", notes=NOTES)
@@ -393,8 +414,11 @@ def realnvp_imagenet64(
     blocks: int = 4,
     width: int = 32,
     batch_norm: bool = True,
+    memory_saving: bool = True,
 ) -> RealNVP:
     """RealNVP for ImageNet 64x64 (the official README's 64x64 setting: ``n_scale=5,
     base_dim=32, residual_blocks=4``). 185.9M parameters: the width doubles at each of the
     five scales, to 512 at the final one."""
-    return RealNVP(in_channels, image_size, scales, blocks, width, batch_norm)
+    return RealNVP(
+        in_channels, image_size, scales, blocks, width, batch_norm, memory_saving=memory_saving
+    )
