@@ -305,12 +305,16 @@ def recompute_in_backward(
     inputs: Sequence[torch.Tensor],
     steps: Sequence[ReversibleStep],
     parameters: Sequence[nn.Parameter],
-) -> tuple[torch.Tensor, ...]:
+    concatenate: bool = False,
+) -> Any:
     """Apply ``steps`` to the tuple ``inputs`` keeping only the output tuple for backward; the
     backward reconstructs each step's input from its output (see the module docstring).
 
     ``parameters`` are the trainable parameters of the steps (their gradients are returned to
-    autograd, so optimizers and DistributedDataParallel see them as usual).
+    autograd, so optimizers and DistributedDataParallel see them as usual). With
+    ``concatenate``, the outputs are returned concatenated along dimension 1, as one tensor
+    that is also the one saved (the next layer saving its input then shares its storage; a
+    concatenation outside would hold the output twice).
 
     Example:
         >>> blocks = [ReversibleBlock(nn.Linear(2, 2), nn.Linear(2, 2)) for _ in range(2)]
@@ -322,7 +326,7 @@ def recompute_in_backward(
         torch.Size([3, 4])
     """
     inputs = tuple(inputs)
-    return _MemorySavingFunction.apply(list(steps), len(inputs), *inputs, *parameters)
+    return _MemorySavingFunction.apply(list(steps), len(inputs), concatenate, *inputs, *parameters)
 
 
 def _accumulate(
@@ -340,7 +344,9 @@ class _MemorySavingFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, steps: Sequence[ReversibleStep], count: int, *tensors: torch.Tensor):
+    def forward(
+        ctx, steps: Sequence[ReversibleStep], count: int, concatenate: bool, *tensors: torch.Tensor
+    ):
         inputs, params = tensors[:count], tensors[count:]
         ctx.device_type = inputs[0].device.type
         ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
@@ -354,8 +360,11 @@ class _MemorySavingFunction(torch.autograd.Function):
         # an output that *is* an input (a step passed it through) is returned as a new tensor
         outputs = tuple(y.clone() if any(y is x for x in inputs) else y for y in outputs)
         ctx.steps, ctx.states, ctx.params = steps, states, params
+        ctx.sizes = [y.shape[1] for y in outputs] if concatenate else None
+        if concatenate:
+            outputs = (torch.cat(outputs, dim=1),)
         ctx.save_for_backward(*outputs)
-        return outputs
+        return outputs[0] if concatenate else outputs
 
     @staticmethod
     @exact_float32()
@@ -368,6 +377,8 @@ class _MemorySavingFunction(torch.autograd.Function):
                 "memory_saving=False for this computation."
             )
         outputs, grads_out = tuple(ctx.saved_tensors), tuple(grad_outputs)
+        if ctx.sizes is not None:
+            outputs, grads_out = outputs[0].split(ctx.sizes, 1), grads_out[0].split(ctx.sizes, 1)
         grads: dict[nn.Parameter, torch.Tensor] = {}
         replay = torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast)
         for step, states in zip(reversed(ctx.steps), reversed(ctx.states), strict=True):
@@ -375,7 +386,7 @@ class _MemorySavingFunction(torch.autograd.Function):
                 outputs, grads_out, states, replay
             )
             _accumulate(grads, step_grads)
-        return (None, None, *grads_out, *(grads.get(p) for p in ctx.params))
+        return (None, None, None, *grads_out, *(grads.get(p) for p in ctx.params))
 
 
 class ReversibleSequence(nn.Module):
@@ -409,7 +420,7 @@ class ReversibleSequence(nn.Module):
             for block in self.blocks:
                 x = block(x)
             return x
-        return torch.cat(recompute_in_backward(x.chunk(2, dim=1), self.blocks, params), dim=1)
+        return recompute_in_backward(x.chunk(2, dim=1), self.blocks, params, concatenate=True)
 
     @torch.no_grad()
     @exact_float32()

@@ -281,7 +281,7 @@ class IRevNet(nn.Module):
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         if self.memory_saving and needs_graph:
             halves = (x[:, : self.split_at], x[:, self.split_at :])
-            return torch.cat(recompute_in_backward(halves, self.blocks, params), dim=1)
+            return recompute_in_backward(halves, self.blocks, params, concatenate=True)
         halves = (x[:, : self.split_at], x[:, self.split_at :])
         for block in self.blocks:
             halves = block(halves)
