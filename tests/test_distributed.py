@@ -99,7 +99,7 @@ def _train(name: str, folder: Path, shard: Shard, stop_at: int | None = None, re
         model = flows.create(name, in_channels=1, image_size=8)
         train_vae(model, load_binary_dataset("digits").subset(64, 32), FLOW, **common)
     else:  # in float64, where reconstructing activations loses nothing measurable
-        model = flows.create(name, in_channels=1).double()
+        model = flows.create(name, in_channels=1, **CLASSIFIER_ARGS.get(name, {})).double()
         data = load_dataset("digits").subset(64, 32)
         data = replace(
             data, train_images=data.train_images.double(), test_images=data.test_images.double()
@@ -108,7 +108,10 @@ def _train(name: str, folder: Path, shard: Shard, stop_at: int | None = None, re
     return {key: value.clone() for key, value in model.state_dict().items()}
 
 
-MODELS = ("resnet32", "revnet38", "glow_cifar10", "flowpp_cifar10", "vae_mnist")
+# the i-RevNet without dropout: each process draws its own masks, so DDP could not equal one
+# process; its memory-saving backward (one autograd Function per network) is what is checked
+CLASSIFIER_ARGS = {"irevnet_cifar": dict(dropout=0.0)}
+MODELS = ("resnet32", "revnet38", "irevnet_cifar", "glow_cifar10", "flowpp_cifar10", "vae_mnist")
 
 
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
@@ -193,7 +196,10 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(
     difference = _relative_difference(distributed, single)
     print(f"{name}: relative weight difference DDP(2) vs 1 process = {difference:.2e}")
     float32 = name in FLOW_ARGS or name == "vae_mnist"
-    assert difference < (1e-6 if float32 else 1e-12)
+    # the i-RevNet's 54 blocks are reconstructed from each process's half batch: their float64
+    # rounding reaches 4e-11 after 4 steps (8e-13 with memory_saving=False)
+    tolerance = 1e-6 if float32 else 1e-10 if name == "irevnet_cifar" else 1e-12
+    assert difference < tolerance
     # ... and the training moved the weights far more than that
     torch.manual_seed(0)
     assert _relative_difference(single, _initial_state(name)) > 1e-3
@@ -206,7 +212,7 @@ def _initial_state(name: str) -> dict:
     elif name == "vae_mnist":
         model = flows.create(name, in_channels=1, image_size=8)
     else:
-        model = flows.create(name, in_channels=1).double()
+        model = flows.create(name, in_channels=1, **CLASSIFIER_ARGS.get(name, {})).double()
     return model.state_dict()
 
 
