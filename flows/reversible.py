@@ -70,6 +70,7 @@ __all__ = [
     "draws_random_numbers",
     "frozen_batch_norm_stats",
     "recompute_in_backward",
+    "recompute_in_backward_concatenated",
     "record_rng_state",
     "residual_stream",
 ]
@@ -320,7 +321,31 @@ def recompute_in_backward(
         torch.Size([3, 4])
     """
     inputs = tuple(inputs)
-    return _MemorySavingFunction.apply(list(steps), len(inputs), *inputs, *parameters)
+    return _MemorySavingFunction.apply(list(steps), len(inputs), None, *inputs, *parameters)
+
+
+def recompute_in_backward_concatenated(
+    inputs: Sequence[torch.Tensor],
+    steps: Sequence[ReversibleStep],
+    parameters: Sequence[nn.Parameter],
+    dim: int = 1,
+) -> torch.Tensor:
+    """:func:`recompute_in_backward` with the output tuple concatenated along ``dim`` inside
+    the function, so that the concatenation is the one tensor kept for backward.
+
+    For a caller that needs the outputs as one tensor (a RevNet sequence, an i-RevNet's
+    representation): concatenating the returned tuple instead would keep the output twice,
+    once as the tuple saved here and once as the concatenation the next layer saves.
+
+    Example:
+        >>> blocks = [ReversibleBlock(nn.Linear(2, 2), nn.Linear(2, 2)) for _ in range(2)]
+        >>> params = [p for block in blocks for p in block.parameters()]
+        >>> x = torch.randn(3, 4, requires_grad=True)
+        >>> recompute_in_backward_concatenated(x.chunk(2, dim=1), blocks, params).shape
+        torch.Size([3, 4])
+    """
+    inputs = tuple(inputs)
+    return _MemorySavingFunction.apply(list(steps), len(inputs), dim, *inputs, *parameters)
 
 
 def _accumulate(
@@ -334,11 +359,18 @@ class _MemorySavingFunction(torch.autograd.Function):
     """Runs reversible steps without saving their activations (see the module docstring).
 
     The steps pass a tuple of tensors from one to the next (channel halves, or a flow's
-    ``(x, logdet)``); only the last tuple is saved.
+    ``(x, logdet)``); only the last tuple is saved, or with ``dim`` its concatenation along
+    ``dim``, which is then the one output.
     """
 
     @staticmethod
-    def forward(ctx, steps: Sequence[ReversibleStep], count: int, *tensors: torch.Tensor):
+    def forward(
+        ctx,
+        steps: Sequence[ReversibleStep],
+        count: int,
+        dim: int | None,
+        *tensors: torch.Tensor,
+    ):
         inputs, params = tensors[:count], tensors[count:]
         ctx.device_type = inputs[0].device.type
         ctx.autocast = torch.is_autocast_enabled(ctx.device_type)
@@ -349,9 +381,14 @@ class _MemorySavingFunction(torch.autograd.Function):
             for step in steps:
                 outputs, step_states = step.forward_recording_rng(*outputs)
                 states.append(step_states)
+        ctx.steps, ctx.states, ctx.params, ctx.dim = steps, states, params, dim
+        if dim is not None:
+            ctx.sizes = [y.shape[dim] for y in outputs]
+            output = torch.cat(outputs, dim=dim)
+            ctx.save_for_backward(output)
+            return output
         # an output that *is* an input (a step passed it through) is returned as a new tensor
         outputs = tuple(y.clone() if any(y is x for x in inputs) else y for y in outputs)
-        ctx.steps, ctx.states, ctx.params = steps, states, params
         ctx.save_for_backward(*outputs)
         return outputs
 
@@ -366,6 +403,9 @@ class _MemorySavingFunction(torch.autograd.Function):
                 "memory_saving=False for this computation."
             )
         outputs, grads_out = tuple(ctx.saved_tensors), tuple(grad_outputs)
+        if ctx.dim is not None:
+            outputs = outputs[0].split(ctx.sizes, dim=ctx.dim)
+            grads_out = grads_out[0].split(ctx.sizes, dim=ctx.dim)
         grads: dict[nn.Parameter, torch.Tensor] = {}
         replay = torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast)
         for step, states in zip(reversed(ctx.steps), reversed(ctx.states), strict=True):
@@ -373,7 +413,7 @@ class _MemorySavingFunction(torch.autograd.Function):
                 outputs, grads_out, states, replay
             )
             _accumulate(grads, step_grads)
-        return (None, None, *grads_out, *(grads.get(p) for p in ctx.params))
+        return (None, None, None, *grads_out, *(grads.get(p) for p in ctx.params))
 
 
 class ReversibleSequence(nn.Module):
@@ -407,7 +447,7 @@ class ReversibleSequence(nn.Module):
             for block in self.blocks:
                 x = block(x)
             return x
-        return torch.cat(recompute_in_backward(x.chunk(2, dim=1), self.blocks, params), dim=1)
+        return recompute_in_backward_concatenated(x.chunk(2, dim=1), self.blocks, params)
 
     @torch.no_grad()
     @exact_float32()

@@ -49,7 +49,7 @@ from flows.reversible import (
     backpropagate_through,
     draws_random_numbers,
     frozen_batch_norm_stats,
-    recompute_in_backward,
+    recompute_in_backward_concatenated,
     record_rng_state,
 )
 
@@ -281,7 +281,7 @@ class IRevNet(nn.Module):
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         if self.memory_saving and needs_graph:
             halves = (x[:, : self.split_at], x[:, self.split_at :])
-            return torch.cat(recompute_in_backward(halves, self.blocks, params), dim=1)
+            return recompute_in_backward_concatenated(halves, self.blocks, params)
         halves = (x[:, : self.split_at], x[:, self.split_at :])
         for block in self.blocks:
             halves = block(halves)
