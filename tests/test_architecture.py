@@ -35,12 +35,30 @@ def test_probe_of_an_invertible_model() -> None:
     per_image = row["held_bytes_per_image"]
     assert per_image > 0
     assert row["held_bytes_batch3"] == pytest.approx(row["held_bytes_batch1"] + 2 * per_image)
+    plain = row["held_bytes_per_image_plain"]
+    assert row["held_bytes_batch3_plain"] == pytest.approx(
+        row["held_bytes_batch1_plain"] + 2 * plain
+    )
+
+
+def test_probe_measures_the_memory_saving_backward_against_plain_autograd() -> None:
+    """Measured by allocator events, an i-RevNet trained with the memory-saving backward keeps
+    per image what its head needs (the representation, for BatchNorm, and the ReLU's output
+    of the same size), while plain autograd, same weights, keeps every block's activations."""
+    row = probe_architecture("irevnet_cifar", SMALL)
+    assert row["memory_saving"] == 1.0
+    representation_bytes = 4 * row["representation_numel"]
+    assert 2 * representation_bytes <= row["held_bytes_per_image"] < 2.1 * representation_bytes
+    assert row["held_bytes_per_image_plain"] > 20 * row["held_bytes_per_image"]
 
 
 def test_probe_of_a_baseline_reports_torchvision_and_no_inversion() -> None:
     row = probe_architecture("resnet50", ProbeSettings(image_size=64, batch_size=2, num_classes=10))
     assert math.isnan(row["inversion_max_abs_error"]) and math.isnan(row["representation_numel"])
     assert abs(row["reference_params"] - row["params"]) / row["reference_params"] < 1e-3
+    # plain autograd is all it has: one measurement, under both names
+    assert row["memory_saving"] == 0.0
+    assert row["held_bytes_per_image_plain"] == row["held_bytes_per_image"] > 0
 
 
 def test_sample_photographs_are_normalised_validation_crops() -> None:
@@ -94,6 +112,7 @@ def test_cli_probe_then_tables(
     assert main([*probe, *common]) == 0
     printed = capsys.readouterr().out
     assert "irevnet_b: 29,201,092 params" in printed and "inversion error" in printed
+    assert printed.count("with plain autograd") == 1  # irevnet_b's; ResNet-50 has no other
     assert (out / "imagenet_inversion.png").stat().st_size > 10_000
     assert main(["tables", "--configs-dir", str(configs), *common]) == 0
     table = pd.read_csv(out / "imagenet.csv")
@@ -106,8 +125,27 @@ def test_cli_probe_then_tables(
     assert by_model.loc["irevnet_b", "inversion_max_abs_error"] < 1e-4
     assert by_model.loc["resnet50", "reference_params"] == 25_557_032
     assert pd.isna(by_model.loc["irevnet_a", "params"])  # not probed in this test
+    irevnet_b, resnet50 = by_model.loc["irevnet_b"], by_model.loc["resnet50"]
+    assert irevnet_b["memory_saving"] and not resnet50["memory_saving"]
+    assert irevnet_b["activation_mib_per_image_plain"] > 20 * irevnet_b["activation_mib_per_image"]
+    assert resnet50["activation_ratio_to_baseline"] == 1.0
+    assert irevnet_b["activation_ratio_to_baseline"] == pytest.approx(
+        irevnet_b["activation_mib_per_image"] / resnet50["activation_mib_per_image"]
+    )
     markdown = (out / "imagenet.md").read_text()
     assert markdown.count("| *not run* |") == 4 and "(1.00x, bijective)" in markdown
+    assert "memory-saving backward | activations MiB / image, plain autograd |" in markdown
+    cells = {
+        model: next(line for line in markdown.splitlines() if line.startswith(f"| {model} |"))
+        for model in ("irevnet_b", "resnet50")
+    }
+    on, off = irevnet_b["activation_mib_per_image"], irevnet_b["activation_mib_per_image_plain"]
+    assert (
+        f"| {on:.1f} | {off:.1f} | {irevnet_b['activation_ratio_to_baseline']:.3f} |"
+        in (cells["irevnet_b"])
+    )
+    plain = resnet50["activation_mib_per_image_plain"]
+    assert f"| — | {plain:.1f} | 1.000 |" in cells["resnet50"]
     assert main(["probe", "configs/cifar.yaml", *common]) == 2
     assert "no 'probe' section" in capsys.readouterr().err
 

@@ -231,6 +231,27 @@ def test_memory_saving_holds_only_the_representation() -> None:
     assert plain_bytes > 5 * saved(6)
 
 
+def test_memory_saving_keeps_the_representation_once() -> None:
+    """Per image, a training step keeps what the head's backward needs and nothing more: the
+    representation (BatchNorm's input, which is also the output the memory-saving backward
+    starts from), the ReLU's output (as large) and the pooled features for the linear layer.
+    A copy of the representation kept apart from BatchNorm's input would show as a surplus."""
+    torch.manual_seed(0)
+    model = IRevNet((2, 2), (2, 2), (8, 32), num_classes=5, in_channels=1).train()
+    ids = {id(p) for p in model.parameters()}
+
+    def saved(batch: int) -> int:
+        loss, nbytes = saved_activation_bytes(
+            lambda: model(torch.randn(batch, 1, 16, 16)).sum(), ids
+        )
+        loss.backward()
+        return nbytes
+
+    representation = model.representation(torch.randn(1, 1, 16, 16))
+    numel, channels = representation.numel(), representation.shape[1]
+    assert saved(3) - saved(2) == 4 * (2 * numel + channels)
+
+
 def test_the_builders_take_memory_saving() -> None:
     assert not create("irevnet_cifar", memory_saving=False).memory_saving
     assert create("irevnet_cifar").memory_saving

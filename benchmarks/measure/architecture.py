@@ -10,7 +10,14 @@ For every model of a config with a ``probe`` section (``configs/imagenet.yaml``)
   and peak live bytes, from CUDA counters or CPU allocator events). The difference divided by
   ``batch_size - 1`` is what each further image costs (``held_bytes_per_image``,
   ``peak_bytes_per_image``); it excludes the fixed costs (weights, gradients, momentum), which
-  dominate at a small batch.
+  dominate at a small batch. These are the model as its builder makes it, as it trains;
+  ``memory_saving`` says whether that is with the memory-saving backward of the RevNet paper
+  (1: Gomez et al. 2017, Algorithm 1, each block's input recomputed from its output) or with
+  plain autograd (0).
+* the same memory figures with plain autograd, suffixed ``_plain`` (``held_bytes_per_image_plain``
+  ...): for a model whose builder takes ``memory_saving`` and defaults to it, measured again
+  built with ``memory_saving=False`` (same weights); for any other model, its figures above,
+  which are already plain autograd.
 * for models with ``representation`` and ``inverse`` (the i-RevNets), in eval mode:
   ``inversion_max_abs_error`` = ``max |inverse(representation(x)) - x|`` on two photographs
   (scikit-learn's bundled sample images, center-cropped and normalised as ImageNet validation
@@ -22,11 +29,14 @@ Example:
     >>> row = probe_architecture("irevnet_cifar", ProbeSettings(image_size=32, num_classes=10))
     >>> row["representation_numel"] > row["input_numel"], row["inversion_max_abs_error"] < 1e-4
     (True, True)
+    >>> row["memory_saving"], row["held_bytes_per_image"] < row["held_bytes_per_image_plain"]
+    (1.0, True)
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import torch
@@ -35,12 +45,13 @@ from torch import nn
 from benchmarks.config import ProbeSettings
 from benchmarks.measure.step_memory import MemoryCase, StepMeter, built_model
 from benchmarks.tasks.classification.reference_models import REFERENCE_MODELS
-from flows.registry import create
+from flows.registry import create, get_info
 from flows.reversible import ReversibleSequence
 
 __all__ = [
     "held_by_part",
     "is_invertible",
+    "memory_saving_default",
     "model_parts",
     "probe_architecture",
     "sample_photographs",
@@ -86,14 +97,32 @@ def _inversion_errors(model: nn.Module, images: torch.Tensor) -> dict[str, float
     }
 
 
-def probe_architecture(
-    name: str, settings: ProbeSettings, device: torch.device | str = "cpu", seed: int = 0
-) -> dict[str, float]:
-    """Measure one registered model as described in the module docstring."""
-    device = torch.device(device)
+def memory_saving_default(name: str) -> bool | None:
+    """Whether the registered model ``name`` trains with the memory-saving backward as its
+    builder makes it: the default of the builder's ``memory_saving`` argument, or ``None`` when
+    the builder takes none (plain autograd is all it has).
+
+    Example:
+        >>> memory_saving_default("irevnet_b"), memory_saving_default("resnet50")
+        (True, None)
+    """
+    parameter = inspect.signature(get_info(name).builder).parameters.get("memory_saving")
+    return None if parameter is None else parameter.default is True
+
+
+def _step_memory(
+    name: str,
+    settings: ProbeSettings,
+    device: torch.device,
+    seed: int,
+    overrides: dict[str, object],
+) -> tuple[dict[str, float], nn.Module, torch.Tensor]:
+    """Parameters, state and held/peak bytes of a training step at batch 1 and at
+    ``settings.batch_size`` (and per further image) of ``name`` built with ``overrides``; the
+    model as built from ``seed`` and torch's random state just after."""
 
     def build() -> nn.Module:
-        return create(name, num_classes=settings.num_classes)
+        return create(name, num_classes=settings.num_classes, **overrides)
 
     case = MemoryCase(name, "probe", 0, "probe", name, build)
     model, random_state = built_model(case, seed)  # built once, copied for each measurement
@@ -105,7 +134,7 @@ def probe_architecture(
     batched = StepMeter(case, settings.batch_size, settings.image_size, device, built=fresh())
     batched = batched.memory()
     extra = max(settings.batch_size - 1, 1)
-    row: dict[str, float] = {
+    memory = {
         "params": single["params"],
         "state_bytes": single["state_bytes"],
         "held_bytes_batch1": single["held_bytes"],
@@ -114,6 +143,28 @@ def probe_architecture(
         f"peak_bytes_batch{settings.batch_size}": batched["peak_bytes"],
         "held_bytes_per_image": (batched["held_bytes"] - single["held_bytes"]) / extra,
         "peak_bytes_per_image": (batched["peak_bytes"] - single["peak_bytes"]) / extra,
+    }
+    return memory, model, random_state
+
+
+def probe_architecture(
+    name: str, settings: ProbeSettings, device: torch.device | str = "cpu", seed: int = 0
+) -> dict[str, float]:
+    """Measure one registered model as described in the module docstring."""
+    device = torch.device(device)
+    memory, model, random_state = _step_memory(name, settings, device, seed, {})
+    memory_saving = memory_saving_default(name) is True
+    plain = memory
+    if memory_saving:
+        plain = _step_memory(name, settings, device, seed, {"memory_saving": False})[0]
+    row: dict[str, float] = {
+        **memory,
+        "memory_saving": float(memory_saving),
+        **{
+            f"{key}_plain": value
+            for key, value in plain.items()
+            if key.startswith(("held_bytes", "peak_bytes"))
+        },
         "image_size": settings.image_size,
         "probe_batch_size": settings.batch_size,
         "reference_params": math.nan,

@@ -99,10 +99,14 @@ def check_probe(request: ProbeRequest) -> Config:
 def describe_probe(row: dict) -> str:
     """The line printed for one probed model."""
     inversion = row["inversion_max_abs_error"]
-    return (
-        f"{row['model']}: {int(row['params']):,} params | "
-        f"{row['held_bytes_per_image'] / 2**20:.1f} MiB activations / image"
-        + ("" if inversion != inversion else f" | inversion error {inversion:.1e}")
+    held = f"{row['held_bytes_per_image'] / 2**20:.1f} MiB activations / image"
+    if row["memory_saving"]:
+        held += (
+            f" with the memory-saving backward, {row['held_bytes_per_image_plain'] / 2**20:.1f} "
+            "with plain autograd"
+        )
+    return f"{row['model']}: {int(row['params']):,} params | {held}" + (
+        "" if inversion != inversion else f" | inversion error {inversion:.1e}"
     )
 
 

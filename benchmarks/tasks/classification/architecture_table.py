@@ -3,9 +3,11 @@
 The table (e.g. ``results/imagenet.md``) shows, per model: the published top-1 error and
 parameters; the measured top-1/top-5 error of the latest finished ``paper``-profile run on the
 published dataset (*not run* when there is none); the measured parameters (with torchvision's
-count for ResNet-50); activation memory per image at the published input size; the
-representation size against the input size; and the reconstruction error of the inverse, all
-from the probes of ``python -m benchmarks probe`` (:mod:`benchmarks.measure.architecture_probe`).
+count for ResNet-50); activation memory per image at the published input size, as each model
+trains and, for the reversible ones, with the memory-saving backward and with plain autograd,
+beside the table's first model (the paper's ResNet-50 baseline); the representation size
+against the input size; and the reconstruction error of the inverse, all from the probes of
+``python -m benchmarks probe`` (:mod:`benchmarks.measure.architecture_probe`).
 
 Example:
     >>> from benchmarks.config import load_config
@@ -44,6 +46,9 @@ COLUMNS = [
     "reference",
     "reference_params",
     "activation_mib_per_image",
+    "memory_saving",
+    "activation_mib_per_image_plain",
+    "activation_ratio_to_baseline",
     "peak_mib_batch1",
     "state_mib",
     "representation_numel",
@@ -100,6 +105,10 @@ def build_architecture_table(
                 "reference": REFERENCE_MODELS[model][0] if model in REFERENCE_MODELS else "",
                 "reference_params": _metric(probe, "reference_params"),
                 "activation_mib_per_image": _metric(probe, "held_bytes_per_image") / MIB,
+                "memory_saving": _flag(_metric(probe, "memory_saving")),
+                "activation_mib_per_image_plain": (
+                    _metric(probe, "held_bytes_per_image_plain") / MIB
+                ),
                 "peak_mib_batch1": _metric(probe, "peak_bytes_batch1") / MIB,
                 "state_mib": _metric(probe, "state_bytes") / MIB,
                 "representation_numel": _metric(probe, "representation_numel"),
@@ -121,14 +130,32 @@ def build_architecture_table(
         column: "Int64"
         for column in ("params", "reference_params", "representation_numel", "input_numel")
     }
-    integers.update(image_size="Int64", train_steps="Int64")
-    return pd.DataFrame(rows, columns=COLUMNS).astype(integers)
+    integers.update(image_size="Int64", train_steps="Int64", memory_saving="boolean")
+    table = pd.DataFrame(rows, columns=COLUMNS).astype(integers)
+    baseline = table["activation_mib_per_image"].iloc[0]  # the paper's ResNet-50, listed first
+    table["activation_ratio_to_baseline"] = table["activation_mib_per_image"] / baseline
+    return table
+
+
+def _flag(value: float) -> bool | None:
+    """A probe's ``memory_saving`` metric (1 or 0) as a flag; ``None`` when not recorded."""
+    return None if math.isnan(value) else bool(value)
 
 
 def _fmt(value: object, pattern: str) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return format(value, pattern)
+
+
+def _activations(row: object) -> tuple[str, str]:
+    """The cells of activations per image with the memory-saving backward and with plain
+    autograd (a model without the memory-saving backward fills only the second)."""
+    trained = _fmt(row.activation_mib_per_image, ".1f")
+    plain = _fmt(row.activation_mib_per_image_plain, ".1f")
+    if row.memory_saving is pd.NA:  # a probe from before the backward was recorded
+        return f"{trained} (backward not recorded)", "—"
+    return (trained, plain) if row.memory_saving else ("—", plain)
 
 
 def _size(row: object) -> str:
@@ -151,6 +178,7 @@ def render_architecture_markdown(
     devices = ", ".join(sorted(set(probed["probe_device"]))) or "—"
     size = int(probed["image_size"].iloc[0]) if not probed.empty else config.probe.image_size
     batch = config.probe.batch_size
+    baseline = table["paper_row"].iloc[0]
     lines = [
         f"# {config.title}",
         "",
@@ -164,8 +192,12 @@ def render_architecture_markdown(
         f"{config.probe.num_classes} classes:",
         "  - params (code): trainable parameters of the model this suite builds;",
         f"  - activations / image: bytes held for backward by one training step, "
-        f"(batch {batch} - batch 1) / {batch - 1}; the fixed costs (weights, gradients, "
-        "momentum) are apart: weights + momentum, and the whole step's peak at batch 1;",
+        f"(batch {batch} - batch 1) / {batch - 1}, with the memory-saving backward (each "
+        "reversible block's input recomputed from its output in backward, as the reversible "
+        "models train) and with plain autograd (the same model and weights, every activation "
+        f"stored; all that {baseline} has); x {baseline}: the figure of the model as it trains "
+        f"over {baseline}'s. The fixed costs (weights, gradients, momentum) are apart: "
+        "weights + momentum, and the whole step's peak at batch 1;",
         "  - representation: numbers in the final invertible representation per image, against "
         "the input's (equal: bijective; more: injective);",
         "  - inversion error: max |x - inverse(representation(x))| on two photographs "
@@ -175,10 +207,11 @@ def render_architecture_markdown(
         "`python -m benchmarks gpu-report` measured (results/gpu.md).",
         "",
         "| model | paper row | published top-1 % | measured top-1 % | measured top-5 % | "
-        "published params | params (code) | activations MiB / image | peak MiB at batch 1 | "
-        f"weights + momentum MiB | representation (x input) | inversion error | "
-        f"{GPU_HOURS_HEADER} |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|---|---|",
+        "published params | params (code) | activations MiB / image, memory-saving backward | "
+        f"activations MiB / image, plain autograd | activations as trained, x {baseline} | "
+        "peak MiB at batch 1 | weights + momentum MiB | representation (x input) | "
+        f"inversion error | {GPU_HOURS_HEADER} |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|",
     ]
     for row in table.itertuples(index=False):
         measured = (
@@ -204,7 +237,8 @@ def render_architecture_markdown(
                     if math.isnan(row.published_params)
                     else f"{row.published_params / 1e6:.0f}M",
                     params,
-                    _fmt(row.activation_mib_per_image, ".1f"),
+                    *_activations(row),
+                    _fmt(row.activation_ratio_to_baseline, ".3f"),
                     _fmt(row.peak_mib_batch1, ".1f"),
                     _fmt(row.state_mib, ".1f"),
                     _size(row),
