@@ -15,6 +15,9 @@ BENCH_JOBS ?= 2
 # Memory benchmark size for `make memory`, as in `make bench` (the CLI defaults of `memory`
 # are batch 128 and a deeper sweep).
 MEMORY_ARGS ?= --batch-size 32 --sweep 3 9 --repeats 3
+# The memory benchmark's Glow section (`make memory-flows`, not part of `make bench`: its K=32,
+# width-512 steps take minutes on a CPU): L=3, width 512, K=8 and 32, batch 4, with normflows.
+MEMORY_FLOWS_ARGS ?= --flows-steps 8 32 --flows-batch-size 4 --repeats 3
 
 # Checkpoints of `make bench` and `make study`, one folder per revision: rerunning either at the
 # same revision continues what was interrupted (and reuses what finished); a new revision
@@ -27,8 +30,8 @@ RUN_ARGS ?= --runs-dir $(RUNS_DIR) --resume
 # (about 22 minutes on 2 cores: 15 for the Flow++ study, 6 for the VAEs).
 STUDY_CONFIGS ?= configs/dequantization.yaml configs/vae.yaml
 
-.PHONY: install bench study memory probe tables test regress regress-update regress-spread perf \
-	flow-speed gpu-report lint format clean
+.PHONY: install bench study memory memory-flows probe tables test regress regress-update \
+	regress-spread perf flow-speed gpu-report lint format clean
 
 install: $(STAMP)
 
@@ -62,6 +65,12 @@ probe: $(STAMP)
 
 memory: $(STAMP)
 	$(PYTHON) -m benchmarks memory $(MEMORY_ARGS)
+
+# Glow with the memory-saving backward and with plain autograd, beside normflows' Glow (installs
+# the optional extra), written to results/memory_flows.md and .csv.
+memory-flows: $(STAMP)
+	$(PYTHON) -m pip install --quiet -e '.[peer]'
+	$(PYTHON) -m benchmarks memory --flows --no-paper --sweep $(MEMORY_FLOWS_ARGS)
 
 tables: $(STAMP)
 	$(PYTHON) -m benchmarks tables

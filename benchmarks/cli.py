@@ -10,6 +10,7 @@ Examples:
         --dataset cifar10 --data-dir ~/data  # DistributedDataParallel on 8 GPUs
     python -m benchmarks tables             # rewrite results/*.md and results/*.csv
     python -m benchmarks memory --batch-size 128 --sweep 3 9 18 36
+    python -m benchmarks memory --flows --no-paper --sweep   # the Glow section alone
     python -m benchmarks probe configs/imagenet.yaml   # params, memory/image, inversion
     python -m benchmarks list
 """
@@ -233,6 +234,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     memory.add_argument("--repeats", type=int, default=5, help="timed steps per case")
     memory.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
+    memory.add_argument(
+        "--flows",
+        action="store_true",
+        help="also the Glow section (L=3, width 512, 32x32; memory saving on and off), "
+        "written to memory_flows.md/.csv; with --no-paper --sweep (empty), that alone",
+    )
+    memory.add_argument(
+        "--flows-steps",
+        type=int,
+        nargs="+",
+        default=[8, 32],
+        metavar="K",
+        help="Glow steps per level, two or more (default: 8 32)",
+    )
+    memory.add_argument(
+        "--flows-batch-size", type=int, default=4, help="Glow section batch (default 4)"
+    )
+    memory.add_argument(
+        "--no-peer", action="store_true", help="Glow section without normflows' Glow"
+    )
 
     probe = commands.add_parser(
         "probe",
@@ -400,20 +421,40 @@ def _tables(args: argparse.Namespace) -> None:
 
 
 def _memory(args: argparse.Namespace) -> None:
-    from benchmarks.measure.memory_report import MemoryRequest, run_memory
+    from benchmarks.measure.flow_memory import (
+        FlowMemoryRequest,
+        check_flow_memory,
+        run_flow_memory,
+    )
+    from benchmarks.measure.memory_report import MemoryRequest, check_memory, run_memory
 
+    where = {"device": args.device, "out": args.out, "replace": args.replace}
     request = MemoryRequest(
         batch_size=args.batch_size,
         resolution=args.resolution,
         sweep=tuple(args.sweep),
         paper=not args.no_paper,
         repeats=args.repeats,
-        device=args.device,
-        out=args.out,
-        replace=args.replace,
         tracking_uri=args.tracking_uri,
+        **where,
     )
-    for path in run_memory(request):
+    flows = FlowMemoryRequest(
+        steps=tuple(args.flows_steps),
+        batch_size=args.flows_batch_size,
+        repeats=args.repeats,
+        peer=not args.no_peer,
+        tracking_uri=args.tracking_uri,
+        **where,
+    )
+    classifiers = not args.flows or bool(request.cases())  # --flows alone: the Glow section
+    if classifiers:
+        check_memory(request)
+    if args.flows:
+        check_flow_memory(flows)
+    paths = run_memory(request) if classifiers else []
+    if args.flows:
+        paths += run_flow_memory(flows)
+    for path in paths:
         print(f"wrote {path}")
 
 

@@ -7,6 +7,7 @@ and the unreachable tracking server is a loopback port nothing listens on.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -501,3 +502,19 @@ def test_memory_with_make_memory_s_settings_may_replace_the_committed_result() -
         lambda row: f"{row['group']}/{row['case']}",
         False,
     )
+
+
+def test_memory_flows_defaults_are_the_committed_result_s_settings(tmp_path: Path) -> None:
+    """``make memory-flows`` (the --flows defaults, with normflows) may rewrite
+    results/memory_flows.*; without normflows' rows it would drop them and stops."""
+    from benchmarks.measure.flow_memory import FlowMemoryRequest, check_flow_memory
+
+    shutil.copy(REPO_ROOT / "results" / "memory_flows.csv", tmp_path / "memory_flows.csv")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if importlib.util.find_spec("normflows") is not None:
+        check_flow_memory(FlowMemoryRequest(out=tmp_path, tracking_uri=uri))
+    dropped = "rows normflows Glow K=32, normflows Glow K=8 would be dropped"
+    with pytest.raises(BenchmarkError, match=dropped):
+        check_flow_memory(FlowMemoryRequest(out=tmp_path, peer=False, tracking_uri=uri))
+    with pytest.raises(BenchmarkError, match="batch_size 4, now 8"):
+        check_flow_memory(FlowMemoryRequest(out=tmp_path, batch_size=8, tracking_uri=uri))

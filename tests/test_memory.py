@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import mlflow
@@ -9,13 +10,17 @@ import pandas as pd
 import pytest
 
 from benchmarks.cli import main
+from benchmarks.measure.flow_memory import check_flow_claims
 from benchmarks.measure.memory_report import check_claims, memory_frame
 from benchmarks.measure.step_memory import (
     CHECKPOINT,
+    GLOW,
+    GLOW_PLAIN,
     RESNET,
     REVNET,
     REVNET_PLAIN,
     MemoryCase,
+    glow_cases,
     measure_cases,
     sweep_cases,
 )
@@ -162,3 +167,115 @@ def test_memory_command_writes_report_and_logs_mlflow(
         "memory.csv",
         "memory.png",
     }
+
+
+@pytest.fixture(scope="module")
+def glow_rows() -> list[dict]:
+    """A tiny Glow (L=2, width 16, 8x8 images) at K = 2, 5, 8, memory saving on and off, and
+    normflows' Glow at the same sizes where installed, measured in one process."""
+    peer = importlib.util.find_spec("normflows") is not None
+    cases = glow_cases([2, 5, 8], levels=2, width=16, image_size=8, peer=peer)
+    return measure_cases(cases, batch_size=4, resolution=8, repeats=1)
+
+
+def test_glow_memory_is_flat_in_k_only_with_the_memory_saving_backward(
+    glow_rows: list[dict],
+) -> None:
+    rows = by_case(glow_rows)
+    saving = [rows[f"Glow K={k}"]["held_bytes"] for k in (2, 5, 8)]
+    plain = [rows[f"Glow K={k}, plain autograd"]["held_bytes"] for k in (2, 5, 8)]
+    assert max(saving) / min(saving) < 1.05  # each level keeps its output only
+    # plain autograd keeps every step's activations: the same bytes for each added step, so
+    # held memory is affine in K (equal increments from K=2 to 5 and from 5 to 8) ...
+    assert plain[2] - plain[1] == pytest.approx(plain[1] - plain[0], rel=0.05)
+    assert plain[2] / plain[0] > 2.5  # ... and dominated by the steps (K x4 here)
+    assert saving[2] < 0.2 * plain[2]
+    for row in glow_rows:
+        assert row["peak_bytes"] >= row["held_bytes"] > 0
+    if "normflows Glow K=2" in rows:  # a peer's Glow with plain autograd grows with K too
+        assert (
+            rows["normflows Glow K=8"]["held_bytes"]
+            > 2.5 * rows["normflows Glow K=2"]["held_bytes"]
+        )
+
+
+def test_glow_time_ratios_are_against_plain_autograd_at_the_same_k(
+    glow_rows: list[dict],
+) -> None:
+    rows = by_case(glow_rows)
+    plain = rows["Glow K=8, plain autograd"]
+    assert plain["time_ratio"] == 1.0
+    assert rows["Glow K=8"]["time_ratio"] == pytest.approx(
+        rows["Glow K=8"]["step_time_s"] / plain["step_time_s"]
+    )
+
+
+def flow_frame(held: dict[str, float], ratio: dict[str, float]) -> pd.DataFrame:
+    families = {"plain": GLOW_PLAIN, "Glow": GLOW}
+    rows = [
+        {
+            "case": case,
+            "family": families["plain" if "plain" in case else "Glow"],
+            "depth": int(case.split("K=")[1].split(",")[0]),
+            "group": "flows",
+            "held_bytes": value,
+            "saved_bytes": value,
+            "peak_bytes": value,
+            "state_bytes": 1.0,
+            "step_time_s": 1.0,
+            "forward_time_s": 0.4,
+            "time_ratio": ratio.get(case, 1.0),
+        }
+        for case, value in held.items()
+    ]
+    return memory_frame(rows)
+
+
+def test_glow_claims_pass_and_fail_on_the_numbers() -> None:
+    held = {
+        "Glow K=8, plain autograd": 100.0,
+        "Glow K=8": 10.0,
+        "Glow K=32, plain autograd": 390.0,
+        "Glow K=32": 11.0,
+    }
+    ratio = {"Glow K=8": 1.6, "Glow K=32": 1.4}
+    verdicts = {c.statement: c.passed for c in check_flow_claims(flow_frame(held, ratio))}
+    flat = "Glow K=8 -> K=32, memory-saving backward: activations held grow by less than 20%"
+    grows = (
+        "Glow K=8 -> K=32, plain autograd: activations held grow roughly with K (x4.00; within 30%)"
+    )
+    assert verdicts[flat] and verdicts[grows]
+    assert verdicts["Glow K=32 step time at most 1.5x plain autograd at the same K"]
+    assert not verdicts["Glow K=8 step time at most 1.5x plain autograd at the same K"]
+    measured = {c.statement: c.measured for c in check_flow_claims(flow_frame(held, ratio))}
+    overhead = "recompute overhead vs plain autograd (ideal: one extra forward, from the measured"
+    assert (
+        measured[f"Glow K=32 {overhead} forward/backward split)"] == "1.40x measured, 1.40x ideal"
+    )
+    held |= {"Glow K=32": 12.5, "Glow K=32, plain autograd": 200.0}
+    verdicts = {c.statement: c.passed for c in check_flow_claims(flow_frame(held, ratio))}
+    assert not verdicts[flat] and not verdicts[grows]
+
+
+def test_memory_flows_command_writes_the_glow_section_alone(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    arguments = ["memory", "--flows", "--no-paper", "--sweep", "--flows-steps", "1", "2"]
+    arguments += ["--flows-batch-size", "2", "--no-peer", "--repeats", "1", "--device", "cpu"]
+    status = main([*arguments, "--out", str(tmp_path), "--tracking-uri", tracking_uri])
+    assert status == 0
+    assert not (tmp_path / "memory.csv").exists()
+    table = pd.read_csv(tmp_path / "memory_flows.csv")
+    assert list(table.case) == [
+        "Glow K=1, plain autograd",
+        "Glow K=1",
+        "Glow K=2, plain autograd",
+        "Glow K=2",
+    ]
+    assert set(table.width) == {512} and set(table.levels) == {3} and set(table.batch_size) == {2}
+    markdown = (tmp_path / "memory_flows.md").read_text()
+    assert "batch of 2 random 3x32x32 images" in markdown
+    assert "| Glow K=2 | 2 |" in markdown
+    client = mlflow.MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("memory").experiment_id])
+    assert "glow_k_2.held_mib" in run.data.metrics

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -47,6 +48,9 @@ __all__ = [
     "MemoryRequest",
     "check_claims",
     "check_memory",
+    "claims_table",
+    "log_memory_run",
+    "measured_cells",
     "memory_frame",
     "plot_memory",
     "render_markdown",
@@ -170,6 +174,29 @@ def _mib(value: float) -> str:
     return "—" if isinstance(value, float) and math.isnan(value) else f"{value:.1f}"
 
 
+def measured_cells(row: Any) -> str:
+    """A table row's measured cells (a row of :func:`memory_frame`): held, saved, peak and
+    state MiB, step seconds, time ratio."""
+    return (
+        f"{_mib(row.held_mib)} | {_mib(row.saved_mib)} | {_mib(row.peak_mib)} | "
+        f"{_mib(row.state_mib)} | {row.step_time_s:.3f} | {row.time_ratio:.2f}"
+    )
+
+
+def claims_table(claims: Sequence[Claim]) -> list[str]:
+    """The lines of the claims section: heading, then one table row per claim."""
+    lines = [
+        "## Claims checked on these measurements",
+        "",
+        "| claim | measured | |",
+        "|---|---|---|",
+    ]
+    for claim in claims:
+        mark = {True: "pass", False: "**fail**", None: "reference"}[claim.passed]
+        lines.append(f"| {claim.statement} | {claim.measured} | {mark} |")
+    return lines
+
+
 def render_markdown(rows: Sequence[dict], settings: dict) -> str:
     """Markdown report: method, claims, the table of every case."""
     frame = memory_frame(rows)
@@ -196,14 +223,8 @@ def render_markdown(rows: Sequence[dict], settings: dict) -> str:
         "- **time ×**: step time divided by the plain ResNet of the same depth (paper rows: "
         "the ResNet of the same table row), both from this run.",
         "",
-        "## Claims checked on these measurements",
-        "",
-        "| claim | measured | |",
-        "|---|---|---|",
+        *claims_table(check_claims(frame)),
     ]
-    for claim in check_claims(frame):
-        mark = {True: "pass", False: "**fail**", None: "reference"}[claim.passed]
-        lines.append(f"| {claim.statement} | {claim.measured} | {mark} |")
     titles = {
         "paper": "The paper's models (time × against the ResNet of the same table row)",
         "sweep": "Depth sweep (equal depth; time × against the plain ResNet)",
@@ -223,8 +244,7 @@ def render_markdown(rows: Sequence[dict], settings: dict) -> str:
         for row in part.itertuples():
             lines.append(
                 f"| {row.case} | {row.family} | {row.depth} | {row.params / 1e6:.3f}M | "
-                f"{_mib(row.held_mib)} | {_mib(row.saved_mib)} | {_mib(row.peak_mib)} | "
-                f"{_mib(row.state_mib)} | {row.step_time_s:.3f} | {row.time_ratio:.2f} |"
+                f"{measured_cells(row)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -282,6 +302,20 @@ def write_memory_report(
     figure.savefig(temporary, dpi=120, bbox_inches="tight")
     temporary.replace(png)
     run_name = f"memory-b{settings['batch_size']}-r{settings['resolution']}"
+    log_memory_run(rows, settings, [markdown, csv, png], run_name, tracking_uri, environment)
+    return [markdown, csv, png]
+
+
+def log_memory_run(
+    rows: Sequence[dict],
+    settings: dict,
+    paths: Sequence[Path],
+    run_name: str,
+    tracking_uri: str,
+    environment: dict[str, str],
+) -> None:
+    """Log the settings, every row's held/peak MiB, step time and time ratio, and the report's
+    files as one run of the MLflow experiment ``memory``."""
     with TrackedRun(tracking_uri, "memory", run_name=run_name) as run:
         run.set_tags({**environment, "table": "memory"})
         run.log_params(settings)
@@ -297,9 +331,8 @@ def write_memory_report(
                 }
             )
         run.log_metrics(metrics)
-        for path in (markdown, csv, png):
+        for path in paths:
             run.log_artifact(path)
-    return [markdown, csv, png]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ For every case (ResNet, the same ResNet with ``torch.utils.checkpoint``, RevNet)
 The RevNets are measured twice: with the memory-saving backward and with plain autograd
 (same modules), which separates what the architecture costs from what recomputation saves.
 
+A case says its loss and its inputs: the classifiers take standard normal images and random
+labels with cross-entropy (the default); the flows (:mod:`benchmarks.measure.flow_memory`)
+take images in [0, 1] and their negative log-likelihood.
+
 Example:
     >>> rows = measure_cases(paper_cases()[:1], batch_size=4, resolution=8, repeats=1)
     >>> rows[0]["case"], rows[0]["held_bytes"] > 0
@@ -46,6 +50,9 @@ __all__ = [
     "MemoryCase",
     "StepMeter",
     "built_model",
+    "classification_loss",
+    "density_loss",
+    "glow_cases",
     "measure_cases",
     "paper_cases",
     "sweep_cases",
@@ -54,6 +61,23 @@ __all__ = [
 RESNET, CHECKPOINT = "ResNet", "ResNet + checkpoint"
 REVNET_PLAIN, REVNET = "RevNet, plain autograd", "RevNet"
 FAMILIES = (RESNET, CHECKPOINT, REVNET_PLAIN, REVNET)
+GLOW_PLAIN, GLOW, GLOW_NORMFLOWS = "Glow, plain autograd", "Glow", "normflows Glow"
+FLOW_FAMILIES = (GLOW_PLAIN, GLOW, GLOW_NORMFLOWS)
+
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def classification_loss(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of a classifier's logits."""
+    return F.cross_entropy(model(images), labels)
+
+
+def density_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood per image (nats) of a flow with ``log_prob``; labels unused."""
+    del labels
+    return -model.log_prob(images).mean()
 
 
 @dataclass(frozen=True)
@@ -66,7 +90,10 @@ class MemoryCase:
         depth: number of weight layers (the number in the model's name).
         group: cases compared with each other (``"paper"`` or ``"sweep"``).
         baseline: name of the plain ResNet case whose step time this case is divided by.
-        build: returns the model for 3-channel input and 10 classes.
+        build: returns the model for 3-channel input (and 10 classes for a classifier).
+        loss: ``loss(model, images, labels)``, the training loss of one step.
+        inputs: ``"normal"`` (standard normal images) or ``"unit"`` (uniform in [0, 1], the
+            range of a flow's data).
     """
 
     name: str
@@ -75,6 +102,12 @@ class MemoryCase:
     group: str
     baseline: str
     build: Callable[[], nn.Module]
+    loss: Loss = classification_loss
+    inputs: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.inputs not in ("normal", "unit"):
+            raise ValueError(f"inputs {self.inputs!r}: 'normal' or 'unit'")
 
 
 def paper_cases() -> list[MemoryCase]:
@@ -155,6 +188,59 @@ def sweep_cases(units_per_stage: Sequence[int]) -> list[MemoryCase]:
     return cases
 
 
+def _normflows_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """normflows' training loss, its negative log-likelihood per image."""
+    del labels
+    return model.forward_kld(images)
+
+
+def glow_cases(
+    steps: Sequence[int],
+    levels: int = 3,
+    width: int = 512,
+    image_size: int = 32,
+    peer: bool = False,
+) -> list[MemoryCase]:
+    """Glow (Kingma and Dhariwal, 2018) at L = ``levels`` levels of K steps for each K of
+    ``steps``, affine coupling of ``width`` channels, on 3 x ``image_size``^2 images: with
+    plain autograd, with the memory-saving backward (same weights) and, with ``peer``,
+    normflows' Glow at the same sizes (:func:`benchmarks.measure.flow_speed.normflows_glow`).
+    Each case's step time is divided by plain autograd's at the same K; its depth is K.
+    """
+
+    def ours(k: int, memory_saving: bool) -> nn.Module:
+        return create(
+            "glow_cifar10",
+            in_channels=3,
+            image_size=image_size,
+            levels=levels,
+            steps=k,
+            width=width,
+            memory_saving=memory_saving,
+        )
+
+    def theirs(k: int) -> nn.Module:
+        from benchmarks.measure.flow_speed import FlowSpeedSettings, normflows_glow
+
+        return normflows_glow(
+            FlowSpeedSettings(levels=levels, steps=k, width=width, image_size=image_size)
+        )
+
+    cases = []
+    for k in steps:
+        plain = f"Glow K={k}, plain autograd"
+        flow = {"group": "flows", "baseline": plain, "loss": density_loss, "inputs": "unit"}
+        cases += [
+            MemoryCase(plain, GLOW_PLAIN, k, build=lambda k=k: ours(k, False), **flow),
+            MemoryCase(f"Glow K={k}", GLOW, k, build=lambda k=k: ours(k, True), **flow),
+        ]
+        if peer:
+            flow["loss"] = _normflows_loss
+            name = f"normflows Glow K={k}"
+            cases.append(MemoryCase(name, GLOW_NORMFLOWS, k, build=lambda k=k: theirs(k), **flow))
+    return cases
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -208,11 +294,12 @@ class StepMeter:
         torch.set_rng_state(random_state)
         self.model = model.to(self.device).train()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.images = torch.randn(batch_size, 3, resolution, resolution, device=self.device)
+        draw = torch.rand if case.inputs == "unit" else torch.randn
+        self.images = draw(batch_size, 3, resolution, resolution, device=self.device)
         self.labels = torch.randint(0, 10, (batch_size,), device=self.device)
 
     def loss(self) -> torch.Tensor:
-        return F.cross_entropy(self.model(self.images), self.labels)
+        return self.case.loss(self.model, self.images, self.labels)
 
     def step(self) -> None:
         """One annotated training step (the profiler finds the backward region by its name)."""
