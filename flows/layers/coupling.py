@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -93,21 +94,21 @@ class _Coupling(InvertibleLayer):
     def _weighted(t: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         return t if weight is None else t * weight
 
+    @abc.abstractmethod
     def parameters_of(
         self, a: torch.Tensor, weight: torch.Tensor | None
     ) -> tuple[torch.Tensor, ...]:
         """The elementwise map's parameters from ``net(x_a)`` (weighted for a checkerboard)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transform(
         self, b: torch.Tensor, params: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y_b, logdet)`` given the parameters."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def untransform(self, y_b: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """``x_b`` given the parameters."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b, weight = self._split(x)
