@@ -157,15 +157,18 @@ def _bisect(
         lower = torch.where(too_high, lower - width, lower)
         upper = torch.where(too_low, upper + width, upper)
         width = 2.0 * width
+    resolution = 4.0 * torch.finfo(target.dtype).eps
     x = torch.zeros_like(target)
     for _ in range(max_iterations):
         above = increasing(x) > target
         new_x = torch.where(above, (x + lower) / 2, (x + upper) / 2)
         lower = torch.where(above, lower, x)
         upper = torch.where(above, x, upper)
-        moved = (new_x - x).abs().max()
+        moved = (new_x - x).abs()
         x = new_x
-        if moved <= tolerance:
+        # within the tolerance, or within the dtype's resolution at x (float32 cannot resolve
+        # 1e-12: it stops after 25 to 30 halvings instead of 200)
+        if bool((moved <= tolerance + resolution * (x.abs() + 1.0)).all()):
             break
     return x
 
