@@ -7,7 +7,9 @@
 3. Every training row of the bench configs and the architecture probes are shared among
    ``jobs`` worker processes (:mod:`benchmarks.workers`; one thread each on a 2-core machine,
    so a row gives the numbers of a one-thread run).
-4. The tables are compiled (:func:`benchmarks.tables.compile_tables`).
+4. The Glow paper's latent-space figures are drawn for the digits Glow of the density
+   config (:mod:`benchmarks.tasks.density.latent_command`), from the run just trained.
+5. The tables are compiled (:func:`benchmarks.tables.compile_tables`).
 
 One interpreter drives it all; the workers are started once and train row after row.
 
@@ -22,14 +24,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.config import load_config
 from benchmarks.measure.architecture_probe import ProbeRequest
 from benchmarks.measure.memory_report import MemoryRequest, check_memory, run_memory
 from benchmarks.preflight import check_configs_dir, check_tracking, check_writable_folder
 from benchmarks.request import RunRequest
 from benchmarks.tables import compile_tables
+from benchmarks.tasks.density.latent_command import LatentRequest, run_latent_figures
 from benchmarks.workers import check_requests, run_configs
 
-__all__ = ["BenchRequest", "run_bench"]
+__all__ = ["LATENT_FIGURE_MODELS", "BenchRequest", "run_bench"]
+
+LATENT_FIGURE_MODELS = ("glow_cifar10",)  # density rows whose latent figures bench draws
 
 
 @dataclass(frozen=True)
@@ -85,5 +91,28 @@ def run_bench(request: BenchRequest) -> None:
     for path in run_memory(memory):
         print(f"wrote {path}", flush=True)
     run_configs(runs, request.jobs, probes)
+    for latent in latent_requests(request):
+        for path in run_latent_figures(latent):
+            print(f"wrote {path}", flush=True)
     for path in compile_tables(request.configs_dir, request.out, request.tracking_uri, log=print):
         print(f"wrote {path}")
+
+
+def latent_requests(request: BenchRequest) -> list[LatentRequest]:
+    """The latent-figure drawings of the bench: each density config's row of
+    :data:`LATENT_FIGURE_MODELS`, from its run of this profile."""
+    found = []
+    for path in request.configs:
+        config = load_config(path)
+        for model in LATENT_FIGURE_MODELS:
+            if config.task == "density" and model in config.models:
+                found.append(
+                    LatentRequest(
+                        config_path=path,
+                        model=model,
+                        profile=request.profile,
+                        out=request.out,
+                        tracking_uri=request.tracking_uri,
+                    )
+                )
+    return found

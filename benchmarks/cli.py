@@ -301,6 +301,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     gpu.add_argument("--replace", action="store_true", help=_REPLACE_HELP)
 
+    latent = commands.add_parser(
+        "latent-figures",
+        help="Glow's qualitative figures for a trained density model: latent interpolation, "
+        "attribute manipulation and temperature, written to results/ and logged to its run",
+        parents=[tracking, out],
+    )
+    latent.add_argument("config", help="a density config: configs/density.yaml")
+    latent.add_argument("--model", required=True, metavar="NAME", help="e.g. glow_cifar10")
+    latent.add_argument("--profile", choices=PROFILES, default="quick", help="(default: quick)")
+    latent.add_argument("--dataset", help="default: the profile's first dataset")
+    latent.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="a runner checkpoint (default: that of the latest finished run of the committed "
+        "config's row, found in MLflow)",
+    )
+    latent.add_argument(
+        "--data-dir", type=Path, help="folder holding the real datasets (e.g. cifar-10-batches-py/)"
+    )
+
     posterior = commands.add_parser(
         "posterior-figure",
         help="the lecture's toy figure: Gaussian vs IAF posteriors of a 2-D latent VAE",
@@ -572,6 +593,23 @@ def _gpu_report(args: argparse.Namespace) -> None:
     print(f"wrote {markdown}\nwrote {csv}")
 
 
+def _latent_figures(args: argparse.Namespace) -> None:
+    from benchmarks.tasks.density.latent_command import LatentRequest, run_latent_figures
+
+    request = LatentRequest(
+        config_path=args.config,
+        model=args.model,
+        profile=args.profile,
+        dataset=args.dataset,
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+        out=args.out,
+        tracking_uri=args.tracking_uri,
+    )
+    for path in run_latent_figures(request):
+        print(f"wrote {path}")
+
+
 def _posterior_figure(args: argparse.Namespace) -> None:
     from benchmarks.tasks.vae.posterior_figure import write_posterior_figure
 
@@ -669,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe": _probe,
         "flow-speed": _flow_speed,
         "gpu-report": _gpu_report,
+        "latent-figures": _latent_figures,
         "posterior-figure": _posterior_figure,
         "regress": _regress,
         "list": _list,

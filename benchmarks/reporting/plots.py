@@ -15,7 +15,13 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["bits_per_dim_curve", "importance_weighted_bound_plot", "learning_curve", "sample_grid"]
+__all__ = [
+    "bits_per_dim_curve",
+    "image_rows",
+    "importance_weighted_bound_plot",
+    "learning_curve",
+    "sample_grid",
+]
 
 
 def learning_curve(history: list[dict[str, float]], title: str) -> Figure:
@@ -59,6 +65,40 @@ def sample_grid(samples: dict[float, torch.Tensor], title: str, columns: int = 8
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle(title)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def image_rows(
+    rows: dict[str, torch.Tensor], title: str, column_labels: list[str] | None = None
+) -> Figure:
+    """One labelled strip of images per row; each ``(n, C, H, W)`` with values in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> figure = image_rows({"a": torch.rand(5, 1, 8, 8), "b": torch.rand(5, 1, 8, 8)}, "t")
+        >>> len(figure.axes)
+        2
+    """
+    from torchvision.utils import make_grid
+
+    width = max(len(images) for images in rows.values())
+    figure, axes = plt.subplots(
+        len(rows), 1, figsize=(1.0 + 0.75 * width, 0.95 * len(rows) + 0.9), squeeze=False
+    )
+    for index, (axis, (label, images)) in enumerate(zip(axes[:, 0], rows.items(), strict=True)):
+        grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=width, padding=1)
+        axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        if column_labels and index == 0:
+            side = images.shape[-1] + 1
+            axis.set_xticks([side * (i + 0.5) for i in range(len(column_labels))])
+            axis.set_xticklabels(column_labels, fontsize=7)
+            axis.xaxis.tick_top()
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     plt.close(figure)
     return figure

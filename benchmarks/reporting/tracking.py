@@ -56,6 +56,7 @@ __all__ = [
     "git_revision",
     "mask_credentials",
     "prepare_experiments",
+    "quiet_mlflow",
     "resolve_tracking_uri",
     "tracking_uri_source",
 ]
@@ -349,7 +350,8 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     }
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
+    """MLflow and its migrations log at WARNING and above only (no INFO lines on stderr)."""
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -359,7 +361,7 @@ def prepare_experiments(tracking_uri: str, experiments: Iterable[str]) -> None:
     logging to one SQLite store later neither migrate it nor create an experiment at once."""
     import mlflow
 
-    _quiet_mlflow()
+    quiet_mlflow()
     client = mlflow.MlflowClient(tracking_uri)
     for name in dict.fromkeys(experiments):
         if client.get_experiment_by_name(name) is None:
@@ -397,7 +399,7 @@ class TrackedRun:
     ) -> None:
         import mlflow
 
-        _quiet_mlflow()
+        quiet_mlflow()
         self._mlflow = mlflow
         self._client = mlflow.MlflowClient(tracking_uri)
         found = self._client.get_experiment_by_name(experiment)

@@ -7,6 +7,8 @@ themselves (:mod:`benchmarks.tasks.density.bits`), so no mean is subtracted here
   (L = 17 levels, 1 channel), the same stratified 1,437 / 360 split as the classifiers use.
 * ``cifar10``: torchvision's CIFAR-10 under ``--data-dir`` (``--download`` fetches it), 8-bit,
   50k / 10k, random horizontal flips for training (RealNVP, Glow).
+* ``celeba``: torchvision's aligned CelebA under ``--data-dir``, 64x64, 5 bits, with its 40
+  binary attributes (:mod:`benchmarks.tasks.density.celeba`, for Glow's attribute figure).
 
 Batches are a function of ``(seed, step)`` as for the classifiers (same
 :class:`~benchmarks.core.seeds.BatchSampler`), so ``--resume`` continues exactly.
@@ -20,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,12 @@ import torch
 from benchmarks.core.datasets import ImageSplits, check_cifar_source, digits_split, read_cifar
 from benchmarks.core.seeds import BatchSampler
 from benchmarks.errors import DatasetNotFoundError
+from benchmarks.tasks.density.celeba import (
+    CELEBA_BITS,
+    CELEBA_SIDE,
+    check_celeba_source,
+    read_celeba,
+)
 
 __all__ = [
     "DENSITY_DATASETS",
@@ -43,10 +51,12 @@ __all__ = [
 @dataclass
 class DiscreteImages(ImageSplits):
     """Integer images ``(N, C, H, W)`` with values ``0 .. levels - 1``, held in memory;
-    training batches are flipped at random when the recipe has flips (``hflip``)."""
+    training batches are flipped at random when the recipe has flips (``hflip``).
+    ``attributes``: labelled binary attributes, name -> (train, test) booleans (CelebA)."""
 
     levels: int = 256
     hflip: bool = False
+    attributes: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def prepare(
         self, images: torch.Tensor, step: int, sampler: BatchSampler, augment: bool
@@ -84,15 +94,34 @@ def _cifar10(data_dir: str | Path | None, download: bool) -> DiscreteImages:
     )
 
 
+def _celeba(data_dir: str | Path | None, download: bool) -> DiscreteImages:
+    train, test, attributes = read_celeba(data_dir)
+    return DiscreteImages(
+        name="celeba",
+        train=train,
+        test=test,
+        levels=2**CELEBA_BITS,
+        hflip=True,
+        attributes=attributes,
+        description=f"CelebA aligned, centre crop 148, {CELEBA_SIDE}x{CELEBA_SIDE}x3, "
+        f"{CELEBA_BITS} bits, official train / test partitions, 40 attributes",
+    )
+
+
 DENSITY_DATASETS: dict[str, Callable[[str | Path | None, bool], DiscreteImages]] = {
     "digits": _digits,
     "cifar10": _cifar10,
+    "celeba": _celeba,
 }
 
 
 # (channels, image side) of each dataset, known before it is loaded (to check the models).
-DENSITY_SHAPES: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32)}
-DENSITY_LEVELS: dict[str, int] = {"digits": 17, "cifar10": 256}
+DENSITY_SHAPES: dict[str, tuple[int, int]] = {
+    "digits": (1, 8),
+    "cifar10": (3, 32),
+    "celeba": (3, CELEBA_SIDE),
+}
+DENSITY_LEVELS: dict[str, int] = {"digits": 17, "cifar10": 256, "celeba": 2**CELEBA_BITS}
 
 
 def check_density_source(name: str, data_dir: str | Path | None, download: bool) -> bool:
@@ -103,6 +132,14 @@ def check_density_source(name: str, data_dir: str | Path | None, download: bool)
             f"no density loader for dataset {name!r}; density datasets: "
             f"{', '.join(DENSITY_DATASETS)}"
         )
+    if name == "celeba":
+        if download:
+            raise DatasetNotFoundError(
+                "celeba cannot be downloaded by the suite (torchvision's Google Drive links "
+                "are rate-limited): fetch it by hand and pass --data-dir without --download"
+            )
+        check_celeba_source(data_dir)
+        return False
     return check_cifar_source(name, data_dir, download) if name == "cifar10" else False
 
 

@@ -171,7 +171,7 @@ def render_density_markdown(
     table: pd.DataFrame,
     record: str,
     published: dict,
-    sample_grids: dict[str, Path] | None = None,
+    sample_grids: dict[str, dict[str, Path]] | None = None,
     costs: GpuCosts | None = None,
 ) -> str:
     """The published table, the measured rows with their baseline, and the sample grids."""
@@ -244,13 +244,46 @@ def render_density_markdown(
             )
         )
     lines += published_notes(published, config.name)
-    for label, path in (sample_grids or {}).items():
-        lines += ["", f"### Samples: {label}", "", f"![samples of {label}]({path.name})"]
+    for label, figures in (sample_grids or {}).items():
+        if "samples" in figures:
+            lines += [
+                "",
+                f"### Samples: {label}",
+                "",
+                f"![samples of {label}]({figures['samples'].name})",
+            ]
+        latent = [
+            kind for kind in ("interpolation", "attributes", "temperature") if kind in figures
+        ]
+        if latent:
+            lines += ["", f"### Latent space: {label}", "", LATENT_NOTE, ""]
+            lines += [f"![{kind} of {label}]({figures[kind].name})" for kind in latent]
     return "\n".join(lines) + "\n"
 
 
-def copy_sample_grids(table: pd.DataFrame, tracking_uri: str, out_dir: Path) -> dict[str, Path]:
-    """Copy each measured run's ``samples.png`` artifact to ``out_dir``; label -> path."""
+LATENT_NOTE = (
+    "The Glow paper's figures (`python -m benchmarks latent-figures`): decoded straight lines "
+    "between two test images' latents (all latents, the coarsest only, and pixels), attribute "
+    "manipulation `z + alpha v` with `v` the difference of the mean latents with and without "
+    "the attribute, and samples by temperature with the bits/dim the model gives them."
+)
+
+
+# artifact of a run -> the figure's kind (the file in out_dir: density_<kind>_<row>.png)
+RUN_FIGURES = {
+    "samples.png": "samples",
+    "latent/interpolation.png": "interpolation",
+    "latent/attributes.png": "attributes",
+    "latent/temperature.png": "temperature",
+}
+
+
+def copy_sample_grids(
+    table: pd.DataFrame, tracking_uri: str, out_dir: Path
+) -> dict[str, dict[str, Path]]:
+    """Copy each measured run's figures (its ``samples.png`` and, where ``latent-figures``
+    logged them, the latent-space figures) to ``out_dir``; label -> kind -> path. A figure no
+    longer in the store keeps the file committed with the row."""
     import os
 
     import mlflow
@@ -258,22 +291,28 @@ def copy_sample_grids(table: pd.DataFrame, tracking_uri: str, out_dir: Path) -> 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow.MlflowClient(tracking_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
-    copied = {}
+    copied: dict[str, dict[str, Path]] = {}
     measured = table[(table["profile"] != NOT_RUN) & (table["model"] != BASELINE)]
     for row in measured.itertuples(index=False):
         if row.profile == "smoke":
             continue
         label = f"{row.model} on {row.dataset} ({row.profile})"
-        target = out_dir / f"density_samples_{row.model}_{row.dataset}_{row.profile}.png"
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                local = client.download_artifacts(row.run_id, "samples.png", folder)
-            except Exception:  # not in this store (a committed row), or killed before the end
-                if target.exists():  # the grid committed with the row
-                    copied[label] = target
-                continue
-            temporary = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(local, temporary)
-            temporary.replace(target)
-        copied[label] = target
+        for artifact, kind in RUN_FIGURES.items():
+            target = out_dir / f"density_{kind}_{row.model}_{row.dataset}_{row.profile}.png"
+            if _copy_artifact(client, row.run_id, artifact, target) or target.exists():
+                copied.setdefault(label, {})[kind] = target
     return copied
+
+
+def _copy_artifact(client: object, run_id: str, artifact: str, target: Path) -> bool:
+    """Copy ``artifact`` of ``run_id`` to ``target`` atomically; False if the store lacks it
+    (a committed row's run, a run killed before the end, or figures never drawn)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = client.download_artifacts(run_id, artifact, folder)
+        except Exception:
+            return False
+        temporary = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(local, temporary)
+        temporary.replace(target)
+    return True

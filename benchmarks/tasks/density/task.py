@@ -185,7 +185,8 @@ class DensityTask(Task):
         grids = copy_sample_grids(table, tracking_uri, out)
         costs = load_gpu_costs(out)
         markdown = render_density_markdown(config, table, record, published, grids, costs)
-        return TableRender(markdown, table, list(grids.values()))
+        files = [path for figures in grids.values() for path in figures.values()]
+        return TableRender(markdown, table, files)
 
 
 @torch.no_grad()
