@@ -66,6 +66,7 @@ INTERPOLATION_STEPS = 9
 PAIRS = 3  # interpolated test-image pairs
 TARGETS = 3  # test images manipulated per attribute
 SAMPLES = 16  # samples per temperature
+VECTOR_IMAGES = 20_000  # training images behind a labelled attribute's vector (CelebA)
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,16 @@ def attribute_vectors(
     training images' latents, the targets the first test images without it. The attributes
     are the data's labelled ones (CelebA: the lecture's six), else the digits' (ink, slant,
     and with ``labels`` the digit pairs)."""
-    eps = encode_images(model, to_unit_interval(data.train, data.levels))
     found = {}
-    if data.attributes:
+    if data.attributes:  # CelebA: the means over the first VECTOR_IMAGES training images
+        eps = encode_images(model, to_unit_interval(data.train[:VECTOR_IMAGES], data.levels))
         names = [name for name in LECTURE_ATTRIBUTES if name in data.attributes]
         for name in names or list(data.attributes):
             train_has, test_has = data.attributes[name]
-            found[name] = (attribute_vector(eps, train_has), data.test[~test_has][:TARGETS])
+            vector = attribute_vector(eps, train_has[:VECTOR_IMAGES])
+            found[name] = (vector, data.test[~test_has][:TARGETS])
         return found
+    eps = encode_images(model, to_unit_interval(data.train, data.levels))
     for name, attribute in DIGIT_ATTRIBUTES.items():
         targets = data.test[~attribute(data.test)][:TARGETS]
         found[name] = (attribute_vector(eps, attribute(data.train)), targets)
@@ -155,7 +158,8 @@ def _temperature_figure(
         rows[f"T = {temperature:g}: {bits:.2f} bits/dim"] = samples
     y = uniform_dequantize(data.test, data.levels, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        test_bits = bits_per_dim(model.eval().log_prob(y), model.num_dims, data.levels)
+        log_p = torch.cat([model.eval().log_prob(chunk) for chunk in y.split(256)])
+        test_bits = bits_per_dim(log_p, model.num_dims, data.levels)
     metrics["test_bpd"] = float(test_bits.mean())
     heading = (
         f"{title}: samples by temperature, with the bits/dim the model gives them "

@@ -64,9 +64,13 @@ def latent_parts(model: nn.Module) -> list[slice]:
 
 
 @torch.no_grad()
-def encode_images(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """Latents ``(N, D)`` of images ``y`` in ``[0, 1]`` (the model in eval mode)."""
-    return model.eval().encode(y)[0]
+def encode_images(model: nn.Module, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Latents ``(N, D)`` of images ``y`` in ``[0, 1]`` (the model in eval mode), encoded
+    ``batch_size`` at a time on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = [model.encode(chunk.to(device))[0].cpu() for chunk in y.split(batch_size)]
+    return torch.cat(parts)
 
 
 @torch.no_grad()
