@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -84,8 +85,8 @@ def image_rows(
     from torchvision.utils import make_grid
 
     width = max(len(images) for images in rows.values())
-    figure, axes = plt.subplots(
-        len(rows), 1, figsize=(1.0 + 0.75 * width, 0.95 * len(rows) + 0.9), squeeze=False
+    figure, axes = plt.subplots(  # 2.4 inches on the left for the row labels
+        len(rows), 1, figsize=(2.4 + 0.75 * width, 0.95 * len(rows) + 1.0), squeeze=False
     )
     for index, (axis, (label, images)) in enumerate(zip(axes[:, 0], rows.items(), strict=True)):
         grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=width, padding=1)
@@ -98,7 +99,7 @@ def image_rows(
             axis.set_xticks([side * (i + 0.5) for i in range(len(column_labels))])
             axis.set_xticklabels(column_labels, fontsize=7)
             axis.xaxis.tick_top()
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(textwrap.fill(title, 70), fontsize=9)
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -294,10 +294,14 @@ def _git(repository: Path | None, *arguments: str) -> str:
 
 
 def git_revision(repository: Path | None = None) -> str:
-    """Commit hash of the working tree, suffixed ``-dirty`` when it has uncommitted changes."""
+    """Commit hash of the working tree, suffixed ``-dirty`` when it has uncommitted changes
+    outside ``results/`` (the record the suite writes itself: ``make bench`` rewrites the
+    memory report before it trains, which marked every row it trained dirty)."""
     try:
         commit = _git(repository, "rev-parse", "--short=12", "HEAD")
-        dirty = _git(repository, "status", "--porcelain", "--untracked-files=no")
+        dirty = _git(
+            repository, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"
+        )
     except OSError:
         return "unknown"
     return commit + ("-dirty" if dirty else "")
