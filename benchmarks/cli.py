@@ -308,9 +308,18 @@ def _parser() -> argparse.ArgumentParser:
         parents=[tracking, out],
     )
     latent.add_argument("config", help="a density config: configs/density.yaml")
-    latent.add_argument("--model", required=True, metavar="NAME", help="e.g. glow_cifar10")
+    latent.add_argument(
+        "--model",
+        default="glow_cifar10",
+        help="an image flow of the config (default: glow_cifar10, the paper's figures)",
+    )
     latent.add_argument("--profile", choices=PROFILES, default="quick", help="(default: quick)")
-    latent.add_argument("--dataset", help="default: the profile's first dataset")
+    latent.add_argument(
+        "--dataset",
+        choices=sorted(TASKS["density"].dataset_names),
+        help="default: the profile's first dataset; celeba reads torchvision's CelebA "
+        "from --data-dir",
+    )
     latent.add_argument(
         "--checkpoint",
         type=Path,
@@ -596,6 +605,8 @@ def _gpu_report(args: argparse.Namespace) -> None:
 def _latent_figures(args: argparse.Namespace) -> None:
     from benchmarks.tasks.density.latent_command import LatentRequest, run_latent_figures
 
+    preflight.check_writable_folder(args.out, "--out")
+    preflight.check_tracking(args.tracking_uri)
     request = LatentRequest(
         config_path=args.config,
         model=args.model,

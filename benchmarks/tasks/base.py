@@ -15,7 +15,7 @@ Example:
     >>> from benchmarks.tasks import TASKS
     >>> task = TASKS["density"]
     >>> task.name, list(task.dataset_names), task.builder_inputs("digits")
-    ('density', ['digits', 'cifar10'], {'in_channels': 1, 'image_size': 8})
+    ('density', ['digits', 'cifar10', 'celeba'], {'in_channels': 1, 'image_size': 8})
 """
 
 from __future__ import annotations

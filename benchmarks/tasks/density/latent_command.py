@@ -6,7 +6,8 @@ The weights are those of the latest FINISHED MLflow run of the committed config'
 weights, the EMA where the recipe keeps one, are used), or of ``--checkpoint PATH``. The three
 figures go to ``results/density_<figure>_<model>_<dataset>_<profile>.png`` and, for a found
 run, are logged to that run as artifacts (``latent/<figure>.png``), with the bits/dim of the
-samples at each temperature as metrics. Every input is checked before anything is loaded.
+samples at each temperature as metrics. Every input is checked before anything is loaded
+(the caller checks ``--out`` and the tracking store first, as the CLI and ``bench`` do).
 
 Example:
     >>> request = LatentRequest("configs/density.yaml", "glow_cifar10")  # doctest: +SKIP
@@ -25,7 +26,6 @@ from benchmarks.config import ResolvedConfig, load_config
 from benchmarks.core.checkpoint import load_checkpoint
 from benchmarks.core.files import write_bytes_atomic
 from benchmarks.errors import BenchmarkError, CheckpointError
-from benchmarks.preflight import check_tracking, check_writable_folder
 from benchmarks.reporting.record import committed_config, store_runs
 from benchmarks.reporting.tracking import quiet_mlflow, resolve_tracking_uri
 from benchmarks.tasks.density.data import DENSITY_SHAPES, check_density_source, load_density_dataset
@@ -84,12 +84,10 @@ def check_latent_request(request: LatentRequest) -> _Plan:
             f"{', '.join(DENSITY_SHAPES)}"
         )
     check_density_source(dataset, request.data_dir, download=False)
-    check_writable_folder(request.out, "--out")
     if request.checkpoint is not None:
         if not Path(request.checkpoint).is_file():
             raise CheckpointError(f"--checkpoint {request.checkpoint}: no such file")
         return _Plan(resolved, dataset, Path(request.checkpoint), None)
-    check_tracking(request.tracking_uri)
     run_id, checkpoint = _latest_finished_run(request, dataset)
     return _Plan(resolved, dataset, checkpoint, run_id)
 
