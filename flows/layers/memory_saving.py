@@ -113,12 +113,15 @@ class RecomputedLayer:
         return inputs, (rebuilt.input_grad(leaf_grads), grad_logdet), parameter_grads
 
 
-def run_with_memory_saving(x: torch.Tensor, layers: Sequence[InvertibleLayer]) -> Pair:
+def run_with_memory_saving(
+    x: torch.Tensor, layers: Sequence[InvertibleLayer | RecomputedLayer]
+) -> Pair:
     """``(y, logdet)`` of the chain ``layers`` applied to ``x``, keeping only ``y`` and
-    ``logdet`` for backward (see the module docstring)."""
+    ``logdet`` for backward (see the module docstring). ``layers`` may be given already
+    wrapped as :class:`RecomputedLayer` (a sequence builds them once)."""
+    steps = [s if isinstance(s, RecomputedLayer) else RecomputedLayer(s) for s in layers]
     parameters = list(
-        {id(p): p for layer in layers for p in layer.parameters() if p.requires_grad}.values()
+        {id(p): p for step in steps for p in step.layer.parameters() if p.requires_grad}.values()
     )
-    steps = [RecomputedLayer(layer) for layer in layers]
     y, logdet = recompute_in_backward((x, x.new_zeros(x.shape[0])), steps, parameters)
     return y, logdet

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from flows.layers.base import InvertibleLayer
-from flows.layers.memory_saving import run_with_memory_saving
+from flows.layers.memory_saving import RecomputedLayer, run_with_memory_saving
 
 __all__ = ["FlowSequence"]
 
@@ -43,6 +43,7 @@ class FlowSequence(InvertibleLayer):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.memory_saving = memory_saving
+        self._recomputed: list[RecomputedLayer] | None = None
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -61,12 +62,20 @@ class FlowSequence(InvertibleLayer):
             for inner in (layer.flat_layers() if isinstance(layer, FlowSequence) else [layer])
         ]
 
+    def _steps(self) -> list[RecomputedLayer]:
+        """The flat layers as steps of the memory-saving backward, built once (walking every
+        layer's modules for dropout on each forward pass cost a K = 32 Glow hundreds of
+        module walks per step)."""
+        if self._recomputed is None:
+            self._recomputed = [RecomputedLayer(layer) for layer in self.flat_layers()]
+        return self._recomputed
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         needs_graph = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
         if self.memory_saving and needs_graph and len(self.layers):
-            return run_with_memory_saving(x, self.flat_layers())
+            return run_with_memory_saving(x, self._steps())
         logdet = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, step = layer(x)

@@ -131,6 +131,8 @@ class IRevNetBlock(nn.Module):
         ]
         self.f = nn.Sequential(*layers)
         self.rng_f = draws_random_numbers(self.f)
+        # set by IRevNet for networks with injective padding, the one source of exact zeros
+        self.restores_zero_channels = bool(pad)
 
     def _downsample(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, 2) if self.stride == 2 else x
@@ -160,20 +162,21 @@ class IRevNetBlock(nn.Module):
 
     def forward_recording_rng(
         self, x1: torch.Tensor, x2: torch.Tensor
-    ) -> tuple[Halves, tuple[RngState, torch.Tensor]]:
+    ) -> tuple[Halves, tuple[RngState, torch.Tensor | None]]:
         """:meth:`forward`, also returning what the backward replays: the random state before
         ``F`` (for dropout) and which channels of ``F``'s input were exactly zero."""
         if self.pad.pad:
             x1, x2 = self.pad(torch.cat([x1, x2], dim=1)).chunk(2, dim=1)
         state = record_rng_state(x1.device) if self.rng_f else None
         y1 = self._downsample(x1) + self.f(x2)
-        return (self._downsample(x2), y1), (state, zero_channels(x2))
+        zeros = zero_channels(x2) if self.restores_zero_channels else None
+        return (self._downsample(x2), y1), (state, zeros)
 
     def backward_from_output(
         self,
         y: Halves,
         grad_y: Halves,
-        states: tuple[RngState, torch.Tensor],
+        states: tuple[RngState, torch.Tensor | None],
         autocast: contextlib.AbstractContextManager[object] | None = None,
     ) -> tuple[Halves, Halves, dict[nn.Parameter, torch.Tensor]]:
         """Reconstruct the block's input from its output ``(z1, y1)`` and backpropagate.
@@ -193,7 +196,9 @@ class IRevNetBlock(nn.Module):
         (z1, y1), (grad_z1, grad_y1) = y, grad_y
         state, zeros = states
         parameter_grads: dict[nn.Parameter, torch.Tensor] = {}
-        x2 = self._upsample(z1).masked_fill(zeros.view(1, -1, 1, 1), 0.0)
+        x2 = self._upsample(z1)
+        if zeros is not None:
+            x2 = x2.masked_fill(zeros.view(1, -1, 1, 1), 0.0)
         f_out, grad_through_f = backpropagate_through(
             self.f, state, x2, grad_y1, recompute, parameter_grads
         )
@@ -269,6 +274,9 @@ class IRevNet(nn.Module):
                 )
                 width = 2 * out_channels
         self.blocks = nn.ModuleList(layers)
+        padded = any(block.pad.pad for block in layers)
+        for block in layers:  # zeros from the padding travel on: every block watches for them
+            block.restores_zero_channels = padded
         self.head_norm = nn.BatchNorm2d(width, momentum=0.9)
         self.fc = nn.Linear(width, num_classes)
 
