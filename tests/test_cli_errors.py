@@ -517,4 +517,5 @@ def test_memory_flows_defaults_are_the_committed_result_s_settings(tmp_path: Pat
     with pytest.raises(BenchmarkError, match=dropped):
         check_flow_memory(FlowMemoryRequest(out=tmp_path, peer=False, tracking_uri=uri))
     with pytest.raises(BenchmarkError, match="batch_size 4, now 8"):
-        check_flow_memory(FlowMemoryRequest(out=tmp_path, batch_size=8, tracking_uri=uri))
+        request = FlowMemoryRequest(out=tmp_path, batch_size=8, peer=False, tracking_uri=uri)
+        check_flow_memory(request)
