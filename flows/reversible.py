@@ -69,6 +69,7 @@ __all__ = [
     "batch_norm_updates_off",
     "draws_random_numbers",
     "frozen_batch_norm_stats",
+    "leaf_and_parameter_grads",
     "recompute_in_backward",
     "record_rng_state",
     "replayed_rng",
@@ -160,6 +161,41 @@ def replayed_rng(state: RngState, device: torch.device) -> Iterator[None]:
         yield
 
 
+def leaf_and_parameter_grads(
+    outputs: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    leaves: Sequence[torch.Tensor],
+    parameters: Sequence[nn.Parameter],
+) -> tuple[list[torch.Tensor], dict[nn.Parameter, torch.Tensor]]:
+    """Backpropagate ``grads`` from ``outputs`` to ``leaves`` and ``parameters`` at once.
+
+    An output that does not require grad (a volume-preserving layer's constant
+    log-determinant) is skipped. A leaf the outputs do not reach gets a zero gradient; a
+    parameter they do not reach is left out of the returned dictionary.
+    """
+    differentiable = [
+        (output, grad.to(output.dtype))
+        for output, grad in zip(outputs, grads, strict=True)
+        if output.requires_grad
+    ]
+    found = torch.autograd.grad(
+        [output for output, _ in differentiable],
+        (*leaves, *parameters),
+        [grad for _, grad in differentiable],
+        allow_unused=True,
+    )
+    leaf_grads = [
+        torch.zeros_like(leaf) if grad is None else grad
+        for leaf, grad in zip(leaves, found[: len(leaves)], strict=True)
+    ]
+    parameter_grads = {
+        parameter: grad
+        for parameter, grad in zip(parameters, found[len(leaves) :], strict=True)
+        if grad is not None
+    }
+    return leaf_grads, parameter_grads
+
+
 def backpropagate_through(
     function: nn.Module,
     state: RngState,
@@ -180,16 +216,10 @@ def backpropagate_through(
         leaf = inputs.detach().requires_grad_()
         with replayed_rng(state, inputs.device), recompute:
             output = function(leaf)
-        grads = torch.autograd.grad(
-            output, [leaf, *parameters], grad.to(output.dtype), allow_unused=True
-        )
-    for parameter, parameter_grad in zip(parameters, grads[1:], strict=True):
-        if parameter_grad is not None:
-            previous = parameter_grads.get(parameter)
-            parameter_grads[parameter] = (
-                parameter_grad if previous is None else previous + parameter_grad
-            )
-    input_grad = grads[0] if grads[0] is not None else torch.zeros_like(inputs)
+        (input_grad,), found = leaf_and_parameter_grads([output], [grad], [leaf], parameters)
+    for parameter, found_grad in found.items():
+        previous = parameter_grads.get(parameter)
+        parameter_grads[parameter] = found_grad if previous is None else previous + found_grad
     return output.detach(), input_grad
 
 

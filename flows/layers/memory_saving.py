@@ -43,6 +43,7 @@ from flows.reversible import (
     RngState,
     batch_norm_updates_off,
     draws_random_numbers,
+    leaf_and_parameter_grads,
     recompute_in_backward,
     record_rng_state,
     replayed_rng,
@@ -88,27 +89,9 @@ class RecomputedLayer:
         recompute = autocast if autocast is not None else contextlib.nullcontext()
         with torch.enable_grad(), batch_norm_updates_off(self.layer), recompute:
             rebuilt = self.layer.rebuild(y, memo, replay)
-        leaves = rebuilt.leaves
-        differentiable = [  # a volume-preserving layer's log-determinant is a constant
-            (output, grad.to(output.dtype))
-            for output, grad in ((rebuilt.output, grad_y), (rebuilt.logdet, grad_logdet))
-            if output.requires_grad
-        ]
-        found = torch.autograd.grad(
-            [output for output, _ in differentiable],
-            (*leaves, *parameters),
-            [grad for _, grad in differentiable],
-            allow_unused=True,
+        leaf_grads, parameter_grads = leaf_and_parameter_grads(
+            (rebuilt.output, rebuilt.logdet), (grad_y, grad_logdet), rebuilt.leaves, parameters
         )
-        leaf_grads = [
-            torch.zeros_like(leaf) if grad is None else grad
-            for leaf, grad in zip(leaves, found[: len(leaves)], strict=True)
-        ]
-        parameter_grads = {
-            parameter: grad
-            for parameter, grad in zip(parameters, found[len(leaves) :], strict=True)
-            if grad is not None
-        }
         inputs = (rebuilt.input, logdet - rebuilt.logdet.detach())
         return inputs, (rebuilt.input_grad(leaf_grads), grad_logdet), parameter_grads
 

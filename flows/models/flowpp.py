@@ -70,6 +70,7 @@ from flows.reversible import (
     RngState,
     batch_norm_updates_off,
     draws_random_numbers,
+    leaf_and_parameter_grads,
     recompute_in_backward,
     record_rng_state,
     replayed_rng,
@@ -234,15 +235,6 @@ class FlowPPStep(nn.Module):
         self.coupling = FlowPPCoupling(channels, height, width, **coupling)
         self.draws_random_numbers = draws_random_numbers(self.coupling)
 
-    def _elementwise(self, halves: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        logdet = halves[0].new_zeros(halves[0].shape[0])
-        layers = [self.norms] if self.pointwise is None else [self.norms, self.pointwise]
-        for pair in layers:
-            for i, layer in enumerate(pair):
-                halves[i], step = layer(halves[i])
-                logdet = logdet + step
-        return halves, logdet
-
     def _half_layers(self, index: int) -> list[InvertibleLayer]:
         """Norm, then Pointwise, of half ``index`` (the halves do not interact there)."""
         layers = [self.norms[index]]
@@ -304,17 +296,14 @@ class FlowPPStep(nn.Module):
             second_in, logdet_second = self._half_forward(1, second_leaf)
             second_out, logdet_coupling = self.coupling.transform(second_in, params)
             step = logdet_first + logdet_second + logdet_coupling
-        found = torch.autograd.grad(
+        (grad_first_in, grad_second_in), parameter_grads = leaf_and_parameter_grads(
             (second_out, conditioning, step),
-            (first_leaf, second_leaf, *parameters),
             (grad_second, grad_first, grad_logdet),
-            allow_unused=True,
+            (first_leaf, second_leaf),
+            parameters,
         )
-        parameter_grads = {
-            p: g for p, g in zip(parameters, found[2:], strict=True) if g is not None
-        }
         inputs = (first.detach(), second.detach(), logdet - step.detach())
-        return inputs, (found[0], found[1], grad_logdet), parameter_grads
+        return inputs, (grad_first_in, grad_second_in, grad_logdet), parameter_grads
 
     def forward(
         self, pair: tuple[torch.Tensor, torch.Tensor], context: torch.Tensor | None = None
@@ -322,20 +311,17 @@ class FlowPPStep(nn.Module):
         # contiguous halves: dropout draws its mask in memory order, and the memory-saving
         # backward recomputes the step on fresh contiguous tensors, whatever layout the
         # previous step's output had (the mixture coupling's comes out permuted)
-        (first, second), logdet = self._elementwise([half.contiguous() for half in pair])
-        second, step = self.coupling(first, second, context)
-        return (second, first), logdet + step
+        first, logdet_first = self._half_forward(0, pair[0].contiguous())
+        second, logdet_second = self._half_forward(1, pair[1].contiguous())
+        second, logdet_coupling = self.coupling(first, second, context)
+        return (second, first), logdet_first + logdet_second + logdet_coupling
 
     def inverse(
         self, pair: tuple[torch.Tensor, torch.Tensor], context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         second, first = pair
         second = self.coupling.inverse(first, second, context)
-        halves = [first, second]
-        layers = [self.norms] if self.pointwise is None else [self.norms, self.pointwise]
-        for layer_pair in reversed(layers):
-            halves = [layer.inverse(h) for layer, h in zip(layer_pair, halves, strict=True)]
-        return halves[0], halves[1]
+        return self._half_inverse(0, first), self._half_inverse(1, second)
 
 
 class FlowPPStage(InvertibleLayer):
