@@ -88,18 +88,20 @@ def check_latent_request(request: LatentRequest) -> _Plan:
         if not Path(request.checkpoint).is_file():
             raise CheckpointError(f"--checkpoint {request.checkpoint}: no such file")
         return _Plan(resolved, dataset, Path(request.checkpoint), None)
-    run_id, checkpoint = _latest_finished_run(request, dataset)
+    run_id, checkpoint = _latest_finished_run(request, config.name, dataset)
     return _Plan(resolved, dataset, checkpoint, run_id)
 
 
-def _latest_finished_run(request: LatentRequest, dataset: str) -> tuple[str, Path]:
+def _latest_finished_run(
+    request: LatentRequest, config_name: str, dataset: str
+) -> tuple[str, Path]:
     """The latest FINISHED run of the committed config's row and its checkpoint file."""
     import mlflow
 
     quiet_mlflow()
     uri = resolve_tracking_uri(request.tracking_uri)
     config = committed_config(request.config_path)
-    runs = store_runs(uri, load_config(request.config_path).name)
+    runs = store_runs(uri, config_name)
     train_hint = (
         f"train it with `python -m benchmarks run {request.config_path} --profile "
         f"{request.profile} --models {request.model}` (or pass --checkpoint PATH)"
