@@ -4,6 +4,7 @@ stopped by SIGTERM writes a checkpoint at that step, ends KILLED and exits 143."
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -48,11 +49,26 @@ print({{k: v for k, v in outcome.final.items() if k.startswith(("test", "train_b
 """
 
 
-def _train(model: str, path: Path, kill_at: int = -1, resume: bool = False):
+def _start(model: str, path: Path, kill_at: int = -1, resume: bool = False) -> subprocess.Popen:
+    """The training process, started; one torch thread, so that an uninterrupted reference
+    can run beside the killed and resumed ones on a 2-core machine."""
     command = [sys.executable, "-c", TRAIN, str(kill_at), model, str(path)]
-    return subprocess.run(
-        command + (["resume"] if resume else []), capture_output=True, text=True, timeout=300
+    return subprocess.Popen(
+        command + (["resume"] if resume else []),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _train(model: str, path: Path, kill_at: int = -1, resume: bool = False):
+    return _finish(_start(model, path, kill_at, resume))
 
 
 @pytest.mark.parametrize("model", ["glow", "revnet38"])
@@ -60,11 +76,12 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_metrics(
     model: str, tmp_path: Path
 ) -> None:
     kill_at = random.Random(model).randrange(4, STEPS)  # after at least one checkpoint
-    killed = _train(model, tmp_path / "killed.pt", kill_at)
-    assert killed.returncode == -signal.SIGKILL
-    assert load_checkpoint(tmp_path / "killed.pt")["step"] == kill_at // 3 * 3
-    resumed = _train(model, tmp_path / "killed.pt", resume=True)
-    uninterrupted = _train(model, tmp_path / "whole.pt")
+    with _start(model, tmp_path / "whole.pt") as whole:
+        killed = _train(model, tmp_path / "killed.pt", kill_at)
+        assert killed.returncode == -signal.SIGKILL
+        assert load_checkpoint(tmp_path / "killed.pt")["step"] == kill_at // 3 * 3
+        resumed = _train(model, tmp_path / "killed.pt", resume=True)
+        uninterrupted = _finish(whole)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert resumed.stdout == uninterrupted.stdout  # the same final metrics, to the last digit
     assert "test" in uninterrupted.stdout
@@ -72,18 +89,19 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_metrics(
 
 def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path: Path) -> None:
     path = tmp_path / "killed.pt"
-    assert _train("glow", path, kill_at=8).returncode == -signal.SIGKILL
-    assert load_checkpoint(previous_checkpoint_path(path))["step"] == 3
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # the crash tore the newest file
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert load_checkpoint(path)["step"] == 3
-    assert any(issubclass(w.category, CheckpointWarning) for w in caught)
-    resumed = _train("glow", path, resume=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "truncated" in resumed.stderr  # the user is told, with the reason
-    assert resumed.stdout == _train("glow", tmp_path / "whole.pt").stdout
+    with _start("glow", tmp_path / "whole.pt") as whole:
+        assert _train("glow", path, kill_at=8).returncode == -signal.SIGKILL
+        assert load_checkpoint(previous_checkpoint_path(path))["step"] == 3
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # the crash tore the newest file
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert load_checkpoint(path)["step"] == 3
+        assert any(issubclass(w.category, CheckpointWarning) for w in caught)
+        resumed = _train("glow", path, resume=True)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert "truncated" in resumed.stderr  # the user is told, with the reason
+        assert resumed.stdout == _finish(whole).stdout
 
 
 SIGTERM_AT_STEP_2 = """
